@@ -1,0 +1,96 @@
+"""Loading escalation policies from YAML, once per run (the run then pins what it got)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from schemas.activities import PolicyRequest
+from schemas.policy import Policy, PolicyError, load_policy_file
+
+
+def packaged_policy_dir() -> Path:
+    return Path(str(resources.files("policies")))
+
+
+def packaged_policy(name: str) -> Path:
+    return packaged_policy_dir() / f"{name}.yaml"
+
+
+@dataclass(frozen=True)
+class PolicySource:
+    """Where policies come from: the default file, then named files beside it or packaged."""
+
+    default_file: Path
+    search_dirs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def from_setting(cls, policy_file: str | None) -> "PolicySource":
+        default = Path(policy_file).resolve() if policy_file else packaged_policy("default")
+        dirs = [default.parent]
+        if packaged_policy_dir() not in dirs:
+            dirs.append(packaged_policy_dir())
+        return cls(default_file=default, search_dirs=dirs)
+
+    def load(self, name: str | None) -> Policy:
+        default = load_policy_file(self.default_file)
+        if name is None or name == default.name:
+            return default
+        for folder in self.search_dirs:
+            candidate = folder / f"{name}.yaml"
+            if candidate.exists():
+                policy = load_policy_file(candidate)
+                if policy.name != name:
+                    raise PolicyError(str(candidate), [f"name: is {policy.name!r}, expected {name!r}"])
+                return policy
+        searched = ", ".join(str(d) for d in self.search_dirs)
+        raise PolicyError(name, [f"no policy named {name!r} (looked for {name}.yaml in {searched})"])
+
+
+def policy_digest(policy: Policy) -> str:
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PolicyActivities:
+    def __init__(self, pool: asyncpg.Pool, source: PolicySource):
+        self._pool = pool
+        self._source = source
+
+    @activity.defn(name="load_policy")
+    async def load_policy(self, request: PolicyRequest) -> Policy:
+        """Read and validate a policy; a version already used must not have changed."""
+        try:
+            policy = self._source.load(request.name)
+        except PolicyError as exc:
+            raise ApplicationError(str(exc), type="InvalidPolicy", non_retryable=True) from exc
+        if request.version is not None and policy.version != request.version:
+            raise ApplicationError(
+                f"policy {policy.name} is at version {policy.version} on disk, not {request.version}",
+                type="PolicyVersionUnavailable",
+                non_retryable=True,
+            )
+        digest = policy_digest(policy)
+        async with self._pool.acquire() as conn:
+            stored = await conn.fetchval(
+                """INSERT INTO policy_versions (name, version, sha256, document)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (name, version) DO UPDATE SET name = EXCLUDED.name
+                   RETURNING sha256""",
+                policy.name, policy.version, digest, policy.model_dump(mode="json"),
+            )
+        if stored != digest:
+            raise ApplicationError(
+                f"policy {policy.name} version {policy.version} changed since runs were pinned to it; "
+                "bump `version` in the file to publish the change",
+                type="PolicyChangedWithoutVersion",
+                non_retryable=True,
+            )
+        return policy

@@ -1,0 +1,356 @@
+"""Requests, commands and state of an escalation: the workflow's and the API's language."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from schemas.policy import Channel, Kind, Priority
+
+Status = Literal["open", "acknowledged", "paused", "resolved", "closed"]
+TriggerSource = Literal["api", "cli", "sweep", "client"]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=10_000)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+TicketId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
+CategorySlug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+
+OPEN_STATUSES: tuple[Status, ...] = ("open", "acknowledged", "paused")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Customer(Model):
+    id: Name
+    name: Name
+    segment: str | None = None
+    timezone: str | None = None
+    email: str | None = None
+
+
+class Impact(Model):
+    users_affected: int = Field(default=0, ge=0)
+    critical: bool = False
+    description: str | None = None
+
+
+class Handoff(Model):
+    ticket_history: str | None = None
+    error_logs: str | None = None
+    integration_id: str | None = None
+    steps_to_reproduce: str | None = None
+
+
+class Trigger(Model):
+    source: TriggerSource = "client"
+    criterion: str | None = None
+    detail: str | None = None
+
+
+class EscalationRequest(Model):
+    """What a caller sends to open an escalation (HTTP body, CLI file, workflow input)."""
+
+    ticket_id: TicketId
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    customer: Customer
+    category: CategorySlug
+    kind: Kind
+    priority: Priority
+    impact: Impact = Impact()
+    handoff: Handoff = Handoff()
+    policy: str | None = None
+    trigger: Trigger = Trigger()
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "ticket_id": "SF-1042",
+                    "title": "Salesforce sync failing since yesterday",
+                    "customer": {"id": "acme", "name": "Acme Corp", "segment": "enterprise",
+                                 "timezone": "America/New_York"},
+                    "category": "integration",
+                    "kind": "priority",
+                    "priority": "P1",
+                    "impact": {"users_affected": 250, "critical": True,
+                               "description": "Board meeting tomorrow depends on synced data"},
+                    "handoff": {
+                        "ticket_history": "Head of Operations reported sync stopped yesterday.",
+                        "error_logs": "SyncError: field 'AccountRegion__c' not found",
+                        "integration_id": "sf-prod-7",
+                        "steps_to_reproduce": "Trigger a manual sync from Settings > Integrations",
+                    },
+                }
+            ]
+        },
+    )
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id_for(self.ticket_id)
+
+
+def workflow_id_for(ticket_id: str) -> str:
+    return f"escalation-{ticket_id}"
+
+
+def postmortem_id_for(ticket_id: str) -> str:
+    return f"postmortem-{ticket_id}"
+
+
+def summary_for(request: EscalationRequest) -> str:
+    """Static summary shown in Temporal UI: ``P1 · Acme Corp · Salesforce sync failing``."""
+    return f"{request.priority} · {request.customer.name} · {request.title}"[:400]
+
+
+def details_for(request: EscalationRequest) -> str:
+    """Static details (markdown) shown in Temporal UI without opening payloads."""
+    handoff = request.handoff
+    lines = [
+        f"**Ticket** {request.ticket_id} · **{request.priority}** · {request.kind} · "
+        f"category `{request.category}`",
+        f"**Customer** {request.customer.name} (`{request.customer.id}`"
+        + (f", {request.customer.segment}" if request.customer.segment else "")
+        + ")",
+        f"**Impact** {request.impact.users_affected} users"
+        + (" · critical" if request.impact.critical else "")
+        + (f" · {request.impact.description}" if request.impact.description else ""),
+        f"**Opened by** {request.trigger.source}"
+        + (f" · rule `{request.trigger.criterion}`" if request.trigger.criterion else "")
+        + (f" · {request.trigger.detail}" if request.trigger.detail else ""),
+        "",
+        "**Handoff**",
+        f"- Integration: {handoff.integration_id or '—'}",
+        f"- Ticket history: {handoff.ticket_history or '—'}",
+        f"- Error logs: {handoff.error_logs or '—'}",
+        f"- Steps to reproduce: {handoff.steps_to_reproduce or '—'}",
+    ]
+    return "\n".join(lines)[:20_000]
+
+
+# -- commands (workflow updates; the HTTP API's bodies) ----------------------
+
+
+class AcknowledgeCommand(Model):
+    by: Name
+    level: str | None = Field(
+        default=None,
+        description="Acknowledge as this level; a consulted level records its own acknowledgement.",
+    )
+
+
+class EscalateCommand(Model):
+    by: Name
+    reason: NonEmpty
+    to_level: str | None = None
+
+
+class AddNoteCommand(Model):
+    author: Name
+    text: NonEmpty
+    customer_visible: bool = False
+
+
+class PauseCommand(Model):
+    by: Name
+    reason: NonEmpty
+
+
+class ResumeCommand(Model):
+    by: Name
+
+
+class ResolveCommand(Model):
+    by: Name
+    root_cause: NonEmpty
+    mitigation: NonEmpty
+    preventive_actions: list[NonEmpty] = Field(default_factory=list)
+
+
+class ApplyPolicyCommand(Model):
+    by: Name = "operator"
+    version: int = Field(ge=1)
+
+
+class CompletePostmortemCommand(Model):
+    by: Name
+    summary: NonEmpty
+    root_cause: NonEmpty
+    improvements: list[NonEmpty] = Field(min_length=1)
+    kb_article_url: HttpUrl | None = None
+
+    @field_validator("root_cause")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("root cause must not be blank")
+        return value
+
+
+class PostmortemReport(BaseModel):
+    """What the postmortem child tells its parent (signal ``postmortem_report``)."""
+
+    kind: Literal["reminder", "overdue"]
+    number: int = 0
+    at: AwareDatetime
+
+
+# -- state ------------------------------------------------------------------
+
+
+class Deadlines(BaseModel):
+    ack_due: AwareDatetime | None = None
+    resolve_due: AwareDatetime | None = None
+    next_customer_update_due: AwareDatetime | None = None
+    at_risk_at: AwareDatetime | None = None
+    auto_resume_at: AwareDatetime | None = None
+
+
+class PathEntry(BaseModel):
+    from_level: str | None
+    to_level: str
+    reason: str
+    auto: bool
+    at: AwareDatetime
+    by: str | None = None
+
+
+class Contact(BaseModel):
+    name: str
+    channel: Channel
+    target: str
+
+
+class Consulted(BaseModel):
+    level: str
+    notified_at: AwareDatetime
+    acknowledged_by: str | None = None
+    acknowledged_at: AwareDatetime | None = None
+
+
+class PolicyRef(BaseModel):
+    name: str
+    version: int
+
+
+class Counts(BaseModel):
+    auto_escalations: int = 0
+    manual_escalations: int = 0
+    ack_reminders: int = 0
+    notes: int = 0
+    customer_updates: int = 0
+    pauses: int = 0
+    events: int = 0
+    continued_as_new: int = 0
+
+
+class Resolution(BaseModel):
+    by: str
+    at: AwareDatetime
+    root_cause: str
+    mitigation: str
+    preventive_actions: list[str]
+
+
+class PostmortemState(BaseModel):
+    workflow_id: str
+    owner: str
+    due: AwareDatetime
+    reminders_sent: int = 0
+    overdue_notified: bool = False
+    completed_at: AwareDatetime | None = None
+    completed_by: str | None = None
+    summary: str | None = None
+    root_cause: str | None = None
+    improvements: list[str] = Field(default_factory=list)
+    kb_article_url: str | None = None
+
+
+class EscalationState(BaseModel):
+    """The live state (query ``state``); the read model answers the same shape once closed."""
+
+    escalation_id: str
+    ticket_id: str
+    workflow_id: str
+    title: str
+    customer: Customer
+    category: str
+    kind: Kind
+    status: Status
+    priority: Priority
+    level: str
+    level_name: str
+    owner: str | None
+    owner_contact: Contact | None = None
+    route: str
+    deadlines: Deadlines
+    sla_at_risk: bool = False
+    sla_breached: bool = False
+    breached_at: AwareDatetime | None = None
+    path: list[PathEntry] = Field(default_factory=list)
+    paged_levels: list[str] = Field(default_factory=list)
+    consulted: list[Consulted] = Field(default_factory=list)
+    notifications_sent: int = 0
+    notifications_failed: int = 0
+    trigger: Trigger
+    policy: PolicyRef
+    opened_at: AwareDatetime
+    acknowledged_at: AwareDatetime | None = None
+    acknowledged_by: str | None = None
+    paused_since: AwareDatetime | None = None
+    paused_total: timedelta = timedelta(0)
+    resolve_remaining: timedelta | None = None
+    resolved_at: AwareDatetime | None = None
+    closed_at: AwareDatetime | None = None
+    resolution: Resolution | None = None
+    postmortem: PostmortemState | None = None
+    repeat_of: str | None = None
+    repeat_count: int = 0
+    jira_key: str | None = None
+    counts: Counts = Counts()
+    last_seq: int = 0
+    updated_at: AwareDatetime
+
+
+# -- domain events ----------------------------------------------------------
+
+EventType = Literal[
+    "opened",
+    "acknowledged",
+    "consulted_acknowledged",
+    "escalated",
+    "ack_reminder",
+    "note_added",
+    "customer_updated",
+    "sla_at_risk",
+    "sla_breached",
+    "paused",
+    "resumed",
+    "policy_applied",
+    "owner_changed",
+    "held_until_available",
+    "hold_released",
+    "jira_linked",
+    "notification_failed",
+    "resolved",
+    "csat_requested",
+    "postmortem_started",
+    "postmortem_reminder",
+    "postmortem_overdue",
+    "postmortem_completed",
+    "closed",
+]
+
+
+class DomainEvent(BaseModel):
+    escalation_id: str
+    ticket_id: str
+    seq: int = Field(ge=1)
+    type: EventType
+    occurred_at: AwareDatetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+

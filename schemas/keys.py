@@ -1,0 +1,33 @@
+"""Names shared by starters, workers and operators: defined once."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+DEFAULT_TASK_QUEUE = "escalations"
+ESCALATION_WORKFLOW = "EscalationWorkflow"
+POSTMORTEM_WORKFLOW = "PostmortemWorkflow"
+SWEEP_WORKFLOW = "CriteriaSweepWorkflow"
+
+PRIORITY = SearchAttributeKey.for_keyword("EscalationPriority")
+LEVEL = SearchAttributeKey.for_keyword("EscalationLevel")
+STATUS = SearchAttributeKey.for_keyword("EscalationStatus")
+CUSTOMER = SearchAttributeKey.for_keyword("CustomerId")
+CATEGORY = SearchAttributeKey.for_keyword("EscalationCategory")
+KIND = SearchAttributeKey.for_keyword("EscalationKind")
+BREACHED = SearchAttributeKey.for_bool("SlaBreached")
+NEXT_DEADLINE = SearchAttributeKey.for_datetime("NextDeadline")
+
+SEARCH_ATTRIBUTES = (PRIORITY, LEVEL, STATUS, CUSTOMER, CATEGORY, KIND, BREACHED, NEXT_DEADLINE)
+
+# Activity names, so workflow modules need not import activity code (asyncpg, httpx).
+LOAD_POLICY = "load_policy"
+FIND_REPEATS = "find_repeats"
+RECORD_EVENTS = "record_events"
+DELIVER_NOTIFICATIONS = "deliver_notifications"
+
+
+def search_attribute_flags() -> list[str]:
+    """``Name=Type`` pairs as the ``temporal`` CLI takes them."""
+    kinds = {"KEYWORD": "Keyword", "BOOL": "Bool", "DATETIME": "Datetime"}
+    return [f"{key.name}={kinds[key.indexed_value_type.name]}" for key in SEARCH_ATTRIBUTES]

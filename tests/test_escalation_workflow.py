@@ -1,0 +1,94 @@
+"""The core escalation workflow on a real dev server and a real Postgres (second-scale policy)."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+
+from schemas.escalation import (
+    AcknowledgeCommand,
+    AddNoteCommand,
+    EscalateCommand,
+    EscalationState,
+    ResolveCommand,
+)
+from tests.conftest import blog_request, current_state, eventually, start_escalation
+
+
+async def events_of(pg_pool, escalation_id: str) -> list[tuple[int, str]]:
+    rows = await pg_pool.fetch(
+        "SELECT seq, type FROM escalation_events WHERE escalation_id = $1 ORDER BY seq", escalation_id
+    )
+    return [(r["seq"], r["type"]) for r in rows]
+
+
+async def test_unacknowledged_p1_climbs_the_chain(client, task_queue, start_worker, pg_pool):
+    async with start_worker("fast"):
+        handle = await start_escalation(client, blog_request(kind="hierarchical"), task_queue)
+
+        async def at_management() -> EscalationState:
+            state = await current_state(handle)
+            assert state.level == "management"
+            return state
+
+        state = await eventually(at_management, timeout=20)
+        moves = [(p.from_level, p.to_level, p.auto) for p in state.path]
+        assert moves == [("tier2", "engineering", True), ("engineering", "management", True)]
+        assert state.status == "open"
+        assert "no acknowledgement from tier2 within 2s" in state.path[0].reason
+        assert state.notifications_sent >= 3
+
+        # At the last level it keeps re-notifying every ack_within.
+        async def reminded() -> None:
+            assert (await current_state(handle)).counts.ack_reminders >= 1
+
+        await eventually(reminded, timeout=10)
+        seqs = [seq for seq, _ in await events_of(pg_pool, state.escalation_id)]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_acknowledge_stops_the_climb(client, task_queue, start_worker):
+    async with start_worker("fast"):
+        handle = await start_escalation(client, blog_request(), task_queue)
+        state = await handle.execute_update("acknowledge", AcknowledgeCommand(by="dana"),
+                                            result_type=EscalationState)
+        assert state.status == "acknowledged"
+        assert state.deadlines.ack_due is None
+        acked = await current_state(handle)
+        # Wait past two ack windows: no move.
+        import asyncio
+
+        await asyncio.sleep(4.5)
+        after = await current_state(handle)
+        assert after.level == "tier2" and after.path == []
+        assert after.acknowledged_by == "dana" and acked.status == "acknowledged"
+
+
+async def test_validators_reject_commands_the_state_forbids(client, task_queue, start_worker, pg_pool):
+    async with start_worker("fast"):
+        handle = await start_escalation(client, blog_request(), task_queue)
+        await handle.execute_update("acknowledge", AcknowledgeCommand(by="dana"), result_type=EscalationState)
+        with pytest.raises(WorkflowUpdateFailedError) as twice:
+            await handle.execute_update("acknowledge", AcknowledgeCommand(by="sam"), result_type=EscalationState)
+        assert "acknowledged" in str(twice.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as unknown:
+            await handle.execute_update("escalate", EscalateCommand(by="x", reason="r", to_level="nope"),
+                                        result_type=EscalationState)
+        assert "not a level" in str(unknown.value.cause)
+        resolved = await handle.execute_update(
+            "resolve",
+            ResolveCommand(by="dana", root_cause="API schema change", mitigation="hotfix",
+                           preventive_actions=["monitor schema changes"]),
+            result_type=EscalationState,
+        )
+        assert resolved.status == "resolved"
+        before = await events_of(pg_pool, resolved.escalation_id)
+        for name, command in [
+            ("acknowledge", AcknowledgeCommand(by="x")),
+            ("resolve", ResolveCommand(by="x", root_cause="a", mitigation="b")),
+            ("add_note", AddNoteCommand(author="x", text="late")),
+        ]:
+            with pytest.raises(WorkflowUpdateFailedError) as rejected:
+                await handle.execute_update(name, command, result_type=EscalationState)
+            assert "is resolved" in str(rejected.value.cause)
+        assert await events_of(pg_pool, resolved.escalation_id) == before
