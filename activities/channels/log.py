@@ -1,0 +1,23 @@
+"""The log channel: a notification that is only recorded (dev stack, demos, policies in progress)."""
+
+from __future__ import annotations
+
+import logging
+
+from activities.channels import Delivery, SendResult
+
+log = logging.getLogger("escalations.notifications.log")
+
+
+class LogSender:
+    async def send(self, delivery: Delivery) -> SendResult:
+        intent = delivery.intent
+        log.info(
+            "notification %s to %s (%s, target %s): %s",
+            intent.key,
+            intent.recipient,
+            intent.audience,
+            intent.target or "-",
+            delivery.message.subject,
+        )
+        return SendResult("log")
