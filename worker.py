@@ -101,15 +101,16 @@ def build_worker(
 
 
 async def run_worker(environ: Mapping[str, str], stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM), then shut down cleanly."""
+    """Run until ``stop`` is set (or, without one, SIGINT/SIGTERM), then shut down cleanly."""
     settings = WorkerSettings.from_env(environ)
     source = PolicySource.from_setting(settings.policy_file)
     source.load(None)  # an invalid default policy fails here, at start-up, with the key named
     notification_settings = NotificationSettings.from_env(environ)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     client = await connect_client(environ)
     async with AsyncExitStack() as stack:
         pool = await create_pool(settings.database_url, max_size=settings.pool_size)

@@ -1,0 +1,16 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY workflows workflows
+COPY activities activities
+COPY schemas schemas
+COPY api api
+COPY db db
+COPY policies policies
+COPY stack stack
+COPY commands commands
+COPY bench bench
+COPY worker.py starter.py ./
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 escalations
+USER escalations
+CMD ["escalations", "worker"]

@@ -1,0 +1,1 @@
+"""Command groups of the ``escalations`` CLI; each module exposes ``register(app)``."""

@@ -1,0 +1,103 @@
+"""Finding the stack from a command: the environment first, then ``DIR/stack.json``.
+
+``escalations dev`` writes ``stack.json``; production sets the standard
+``TEMPORAL_*`` variables and ``DATABASE_URL``. Read when a command runs, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+from schemas.keys import DEFAULT_TASK_QUEUE
+
+DEFAULT_DATA_DIR = Path(".data")
+
+
+class StackInfo(BaseModel):
+    """What ``escalations dev`` writes to ``DIR/stack.json`` once it is ready."""
+
+    temporal_address: str
+    namespace: str = "default"
+    ui_url: str | None = None
+    api_url: str | None = None
+    database_url: str
+    api_token: str | None = None
+    webhook_secret: str | None = None
+    task_queue: str = DEFAULT_TASK_QUEUE
+    policy_file: str | None = None
+    pid: int | None = None
+
+
+class StackNotFound(RuntimeError):
+    """Neither the environment nor a stack.json says where the stack is."""
+
+
+def stack_file(data_dir: Path) -> Path:
+    return Path(data_dir) / "stack.json"
+
+
+def read_stack(data_dir: Path) -> StackInfo | None:
+    path = stack_file(data_dir)
+    if not path.exists():
+        return None
+    return StackInfo.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_stack(data_dir: Path, info: StackInfo) -> Path:
+    path = stack_file(data_dir)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    partial.chmod(0o600)
+    partial.replace(path)
+    return path
+
+
+class Connection(BaseModel):
+    """Where a command connects, after merging the environment over stack.json."""
+
+    temporal: dict[str, object]
+    database_url: str | None
+    task_queue: str
+    ui_url: str | None = None
+    api_url: str | None = None
+    api_token: str | None = None
+    namespace: str = "default"
+
+
+def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Connection:
+    environ = os.environ if environ is None else environ
+    stack = read_stack(data_dir or DEFAULT_DATA_DIR)
+    config = dict(ClientConfig.load_client_connect_config(override_env_vars=dict(environ)))
+    if "target_host" not in config:
+        config["target_host"] = stack.temporal_address if stack else "localhost:7233"
+    if "namespace" not in config and stack is not None:
+        config["namespace"] = stack.namespace
+    return Connection(
+        temporal=config,
+        database_url=environ.get("DATABASE_URL") or (stack.database_url if stack else None),
+        task_queue=environ.get("ESCALATION_TASK_QUEUE") or (stack.task_queue if stack else DEFAULT_TASK_QUEUE),
+        ui_url=environ.get("ESCALATION_UI_URL") or (stack.ui_url if stack else None),
+        api_url=stack.api_url if stack else None,
+        api_token=stack.api_token if stack else None,
+        namespace=str(config.get("namespace", "default")),
+    )
+
+
+async def temporal_client(connection: Connection) -> Client:
+    return await Client.connect(**connection.temporal, data_converter=pydantic_data_converter)  # type: ignore[arg-type]
+
+
+def require_database(connection: Connection) -> str:
+    if not connection.database_url:
+        raise StackNotFound(
+            "no database: set DATABASE_URL or run `escalations dev` (it writes .data/stack.json)"
+        )
+    return connection.database_url

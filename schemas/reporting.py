@@ -1,0 +1,50 @@
+"""KPI report and CSAT models (the HTTP API, the CLI and db/ share them)."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from schemas.policy import Priority
+
+
+class KpiFilters(BaseModel):
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    priority: Priority | None = None
+    category: str | None = None
+
+
+class Frequency(BaseModel):
+    key: str
+    escalations: int
+
+
+class KpiReport(BaseModel):
+    filters: KpiFilters
+    escalations: int
+    resolved: int
+    resolved_within_sla: int
+    resolved_within_sla_share: float | None = Field(description="resolved within SLA / resolved")
+    mean_time_to_resolution_seconds: float | None = Field(description="net of pauses")
+    p90_time_to_resolution_seconds: float | None = Field(description="net of pauses")
+    csat_average: float | None
+    csat_responses: int
+    csat_response_rate: float | None = Field(description="responses / resolved")
+    repeat_escalations: int = Field(description="escalations with an earlier one of the same customer and issue")
+    by_category: list[Frequency]
+    by_level_reached: list[Frequency]
+    by_kind: list[Frequency]
+    by_priority: list[Frequency]
+
+
+class CsatSubmission(BaseModel):
+    score: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=5000)
+
+
+class CsatRecord(BaseModel):
+    escalation_id: str
+    ticket_id: str
+    score: int
+    comment: str | None
+    received_at: AwareDatetime

@@ -1,0 +1,70 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it agrees with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schemas.keys import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTES, search_attribute_flags
+from starter import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_ports(compose: dict) -> None:
+    services = compose["services"]
+    assert set(services) == {
+        "postgresql", "temporal", "temporal-ui", "temporal-search-attributes", "migrate", "worker", "api",
+    }
+    assert services["temporal"]["image"].startswith("temporalio/auto-setup:")
+    assert services["temporal"]["environment"]["DB"] == "postgres12"
+    assert services["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgresql"
+    assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
+    assert services["temporal-ui"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert "7233:7233" in services["temporal"]["ports"]
+    assert "8080:8080" in services["temporal-ui"]["ports"]
+    assert "8000:8000" in services["api"]["ports"]
+    assert services["api"]["environment"]["ESCALATION_API_PORT"] == "8000"
+
+
+def test_search_attributes_match_the_code(compose: dict) -> None:
+    command = compose["services"]["temporal-search-attributes"]["entrypoint"]
+    names = [command[i + 1] for i, arg in enumerate(command) if arg == "--name"]
+    types = [command[i + 1] for i, arg in enumerate(command) if arg == "--type"]
+    assert [f"{n}={t}" for n, t in zip(names, types, strict=True)] == search_attribute_flags()
+    assert len(names) == len(SEARCH_ATTRIBUTES)
+
+
+def test_application_services_use_real_commands_and_settings(compose: dict) -> None:
+    commands = {c.name for c in app.registered_commands}
+    services = compose["services"]
+    for name, expected in (("migrate", "migrate"), ("worker", "worker"), ("api", "api")):
+        assert services[name]["command"] == ["escalations", expected]
+        assert expected in commands, f"`escalations {expected}` is not a registered command"
+    env = services["worker"]["environment"]
+    assert env["ESCALATION_TASK_QUEUE"] == DEFAULT_TASK_QUEUE
+    assert env["TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert env["DATABASE_URL"].startswith("postgresql://") and "@postgresql:5432/" in env["DATABASE_URL"]
+    policy = env["ESCALATION_POLICY_FILE"]
+    assert policy.startswith("/app/") and (ROOT / policy.removeprefix("/app/")).exists()
+    assert "ESCALATION_API_TOKENS" in services["api"]["environment"]
+    # Every variable the stack reads is one the code reads.
+    code = "\n".join(p.read_text() for p in ROOT.glob("**/*.py") if ".venv" not in p.parts)
+    for variable in env:
+        if variable.startswith("ESCALATION_") or variable == "DATABASE_URL":
+            assert re.search(rf'["\']{variable}["\']', code), f"{variable} is not read by the code"
+
+
+def test_dockerfile_copies_every_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ("workflows", "activities", "schemas", "api", "db", "policies", "commands", "stack"):
+        assert f"COPY {package} {package}" in dockerfile
+    assert "worker.py starter.py" in dockerfile
