@@ -6,9 +6,32 @@ read their configuration (environment, options) when they run, never at import.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import typer
 
-from commands import kpis, policy, stack
+from commands import api, demo, escalations, kpis, policy, stack, tickets
+from commands.client import (  # the Python client, for other services: `from starter import ...`
+    CommandRejected,
+    EscalationAlreadyOpen,
+    EscalationClosed,
+    EscalationError,
+    EscalationNotFound,
+    EscalationNotReady,
+    InvalidRequest,
+    acknowledge,
+    add_note,
+    complete_postmortem,
+    escalate,
+    get_state,
+    list_escalations,
+    pause,
+    resolve,
+    resume,
+    start_escalation,
+)
 
 app = typer.Typer(
     name="escalations",
@@ -17,12 +40,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for group in (stack, policy, kpis):
+for group in (stack, policy, kpis, tickets, api, escalations, demo):
     group.register(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    # Skip interpreter finalization: temporalio's runtime threads can abort it at random
+    # after the command has finished (temporalio/sdk-python#300).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,18 @@ class StoreActivities:
                 row = fold_all(row, fresh)
                 assert row is not None
                 await save_row(conn, row)
+            given_up = [
+                failure["key"]
+                for event in fresh if event.type == "notification_failed"
+                for failure in event.payload.get("failures", [])
+            ]
+            if given_up:
+                # The workflow stopped retrying these: the ledger must not show them as pending.
+                await conn.execute(
+                    """UPDATE notifications SET status = 'failed', updated_at = now()
+                        WHERE idempotency_key = ANY($1) AND status IN ('pending', 'sending')""",
+                    given_up,
+                )
             if batch.intents:
                 await conn.executemany(
                     """INSERT INTO notifications

@@ -223,7 +223,7 @@ class Policy(Strict):
     csat_window: Duration = timedelta(days=7)
     repeat_window: Duration = timedelta(days=30)
     max_pause: Duration = timedelta(days=14)
-    continue_as_new_after_events: int = Field(default=5000, ge=200)
+    continue_as_new_after_events: int = Field(default=5000, ge=50)
     criteria: Criteria | None = None
 
     @model_validator(mode="after")
@@ -408,11 +408,14 @@ def _location(loc: tuple[int | str, ...]) -> str:
 def describe_errors(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        where = _location(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        problems.append(f"{where}: {message}")
+        if not item["loc"]:
+            # Cross-reference checks name their own key paths, one problem per "; ".
+            problems.extend(message.split("; "))
+            continue
+        problems.append(f"{_location(item['loc'])}: {message}")
     return problems
 
 

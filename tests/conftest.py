@@ -27,6 +27,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+import yaml
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -166,39 +167,73 @@ def policy_path(name: str) -> Path:
     return TEST_POLICIES / f"{name}.yaml"
 
 
+def write_policy(folder: Path, base: str = "fast", **changes: Any) -> Path:
+    """A variant of a test policy: ``changes`` are deep-merged into it (dicts merge, others replace)."""
+
+    def merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        for key, value in update.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+        return into
+
+    document = yaml.safe_load(policy_path(base).read_text())
+    merge(document, changes)
+    path = folder / f"{document['name']}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def level_ack(policy: str, **ack_within: str) -> list[dict[str, Any]]:
+    """The policy's levels with some ``ack_within`` values changed (levels are a list)."""
+    levels = yaml.safe_load(policy_path(policy).read_text())["levels"]
+    for level in levels:
+        if level["id"] in ack_within:
+            level["ack_within"] = ack_within[level["id"]]
+    return levels
+
+
 WorkerFactory = Callable[..., Any]
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    policy: str | Path = "fast",
+    environ: dict[str, str] | None = None,
+) -> AsyncIterator[Worker]:
+    """The real worker (workflows + activities) on ``task_queue`` until the block ends."""
+    path = policy if isinstance(policy, Path) else policy_path(policy)
+    source = PolicySource.from_setting(str(path))
+    async with httpx.AsyncClient() as http:
+        worker = build_worker(
+            client,
+            task_queue=task_queue,
+            store=StoreActivities(pool),
+            policies=PolicyActivities(pool, source),
+            notifications=NotificationActivities(pool, NotificationSettings.from_env(environ or {}), http),
+            settings=WorkerSettings(
+                task_queue=task_queue, database_url="", policy_file=str(path),
+                sticky_queue_timeout=timedelta(seconds=1),
+            ),
+        )
+        async with worker:
+            yield worker
 
 
 @pytest_asyncio.fixture
 async def start_worker(
     client: Client, task_queue: str, pg_pool: asyncpg.Pool
 ) -> AsyncIterator[WorkerFactory]:
-    """``async with start_worker(policy="fast") as worker:`` runs the real worker."""
+    """``async with start_worker("fast") as worker:`` runs the real worker for this test."""
 
-    @asynccontextmanager
-    async def run(
-        policy: str | Path = "fast",
-        environ: dict[str, str] | None = None,
-        queue: str | None = None,
-    ) -> AsyncIterator[Worker]:
-        path = policy if isinstance(policy, Path) else policy_path(policy)
-        source = PolicySource.from_setting(str(path))
-        async with httpx.AsyncClient() as http:
-            worker = build_worker(
-                client,
-                task_queue=queue or task_queue,
-                store=StoreActivities(pg_pool),
-                policies=PolicyActivities(pg_pool, source),
-                notifications=NotificationActivities(
-                    pg_pool, NotificationSettings.from_env(environ or {}), http
-                ),
-                settings=WorkerSettings(
-                    task_queue=queue or task_queue, database_url="", policy_file=str(path),
-                    sticky_queue_timeout=timedelta(seconds=1),
-                ),
-            )
-            async with worker:
-                yield worker
+    def run(
+        policy: str | Path = "fast", environ: dict[str, str] | None = None, queue: str | None = None
+    ):
+        return running_worker(client, pg_pool, queue or task_queue, policy, environ)
 
     yield run
 
@@ -260,3 +295,29 @@ async def start_escalation(
 
 async def current_state(handle: WorkflowHandle[Any, Any]) -> EscalationState:
     return await handle.query("state", result_type=EscalationState)
+
+
+# -- process exit -------------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without interpreter finalization once every result is reported.
+
+    temporalio's Rust runtime threads can abort CPython's finalization at random
+    ("PyGILState_Release: thread state must be current", temporalio/sdk-python#300),
+    which would turn a green run into exit code 134.
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()

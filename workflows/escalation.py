@@ -68,7 +68,6 @@ DELIVERY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=12,
-    non_retryable_error_types=["DeliveryPermanent"],
 )
 
 
