@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -43,13 +43,10 @@ def _moment(value: str | None, option: str, now: datetime) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        try:
-            moment = datetime.combine(date.fromisoformat(value), datetime.min.time())
-        except ValueError:
-            raise _fail(
-                f"{option} {value!r}: use ISO-8601 (2026-05-01 or 2026-05-01T09:00:00Z) "
-                "or a duration back from now (7d, 12h)"
-            ) from None
+        raise _fail(
+            f"{option} {value!r}: use ISO-8601 (2026-05-01 or 2026-05-01T09:00:00Z) "
+            "or a duration back from now (7d, 12h)"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -199,17 +196,18 @@ def draw_chart(report, resolution_seconds: list[float], path: Path) -> None:  # 
         (axes[0][0], report.by_category, "Escalations by category"),
         (axes[0][1], report.by_level_reached, "Escalations by level reached"),
     ):
-        axis.bar([i.key for i in items], [i.escalations for i in items], color="#4c72b0")
+        axis.bar(range(len(items)), [i.escalations for i in items], color="#4c72b0")
+        axis.set_xticks(range(len(items)), [i.key for i in items], rotation=30, ha="right")
         axis.set_title(title)
         axis.set_ylabel("escalations")
-        axis.tick_params(axis="x", labelrotation=30)
     hours = [s / 3600 for s in resolution_seconds]
     histogram, box = axes[1][0], axes[1][1]
     histogram.set_title("Time to resolution, net of pauses (h)")
     box.set_title("Time to resolution, net of pauses (h)")
     if hours:
         histogram.hist(hours, bins=min(30, max(5, len(hours) // 5)), color="#55a868")
-        box.boxplot(hours, vert=False, showmeans=True)
+        box.boxplot(hours, showmeans=True)
+        box.set_xticks([1], [f"{len(hours)} resolved (▲ mean)"])
         if report.p90_time_to_resolution_seconds is not None:
             p90 = report.p90_time_to_resolution_seconds / 3600
             histogram.axvline(p90, color="#c44e52", linestyle="--", label=f"p90 {p90:.1f} h")
@@ -220,7 +218,7 @@ def draw_chart(report, resolution_seconds: list[float], path: Path) -> None:  # 
                       transform=axis.transAxes)
     histogram.set_xlabel("hours")
     histogram.set_ylabel("escalations")
-    box.set_xlabel("hours")
+    box.set_ylabel("hours")
     share = _share(report.resolved_within_sla_share)
     figure.suptitle(f"{report.escalations} escalations · {report.resolved} resolved · "
                     f"{share} within SLA · CSAT "

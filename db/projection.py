@@ -53,6 +53,8 @@ def _apply_snapshot(row: Row, snapshot: dict[str, Any]) -> None:
         row["paused_since"] = _ts(snapshot["paused_since"])
     if "paused_seconds" in snapshot:
         row["paused_seconds"] = snapshot["paused_seconds"]
+    if "path" in snapshot:
+        row["path"] = snapshot["path"]
 
 
 def _opened(row: Row | None, event: DomainEvent) -> Row:
@@ -145,11 +147,12 @@ def _jira_linked(row: Row, event: DomainEvent) -> None:
 
 
 def _resolved(row: Row, event: DomainEvent) -> None:
-    row["resolved_at"] = event.occurred_at
+    at = _ts(event.payload.get("resolved_at")) or event.occurred_at
+    row["resolved_at"] = at
     row["resolved_by"] = event.payload["by"]
     row["resolution"] = {
         key: event.payload[key] for key in ("by", "root_cause", "mitigation", "preventive_actions")
-    } | {"at": event.occurred_at.isoformat()}
+    } | {"at": at.isoformat()}
     row["resolution_seconds"] = event.payload["resolution_seconds"]
 
 
@@ -204,7 +207,7 @@ def fold(row: Row | None, event: DomainEvent) -> Row:
     payload = event.payload
     if "snapshot" in payload:
         _apply_snapshot(row, payload["snapshot"])
-    if "path_entry" in payload:
+    if "path_entry" in payload and "path" not in payload.get("snapshot", {}):
         row["path"] = [*row["path"], payload["path_entry"]]
     for key in ("counts", "postmortem", "consulted"):
         if key in payload:

@@ -253,6 +253,9 @@ class EscalationWorkflow:
         postmortem.root_cause = result.root_cause
         postmortem.improvements = result.improvements
         postmortem.kb_article_url = result.kb_article_url
+        # The child's own count wins if a late reminder report was never recorded.
+        postmortem.reminders_sent = max(postmortem.reminders_sent, result.reminders_sent)
+        postmortem.overdue_notified = postmortem.overdue_notified or result.overdue
         draft.view.status = "closed"
         draft.view.closed_at = workflow.now()
         await self._commit(
@@ -678,7 +681,8 @@ class EscalationWorkflow:
                                   extra={"postmortem_due": due.isoformat()})
             resolution = view.resolution.model_dump(mode="json")
             await self._commit(draft, [
-                Change("resolved", {"by": command.by, "root_cause": command.root_cause,
+                Change("resolved", {"by": command.by, "resolved_at": now.isoformat(),
+                                    "root_cause": command.root_cause,
                                     "mitigation": command.mitigation,
                                     "preventive_actions": list(command.preventive_actions),
                                     "resolution_seconds": net.total_seconds(),
@@ -886,6 +890,7 @@ class EscalationWorkflow:
             },
             "paused_since": _iso(view.paused_since),
             "paused_seconds": view.paused_total.total_seconds(),
+            "path": [entry.model_dump(mode="json") for entry in view.path],
         }
 
     def _refresh(self, draft: RunState, now: datetime) -> None:

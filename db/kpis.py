@@ -1,0 +1,107 @@
+"""Escalation KPIs, computed in SQL over the read model (view ``escalation_kpi_facts``).
+
+Filters narrow the escalations counted: ``since`` <= opened_at < ``until``,
+``priority`` and ``category`` (exact match). Definitions (see also 003_kpis.sql):
+
+- escalations: escalations opened in the filter;
+- resolved: of those, resolved (status resolved or closed);
+- resolved within SLA: resolved with no SLA breach at or before the resolution;
+  the share is resolved within SLA / resolved;
+- time to resolution: resolved_at - opened_at minus the time spent paused (the
+  resolved event's ``resolution_seconds``), over resolved escalations: the mean, and
+  the 90th percentile by linear interpolation (``percentile_cont(0.9)``);
+- CSAT: the mean score of the recorded responses; response rate = responses / resolved;
+- repeat escalations: escalations opened while an earlier one of the same customer
+  and issue (fingerprint: customer, category, integration) was within the policy's
+  ``repeat_window`` (``repeat_count > 0``);
+- frequency by category, by level reached (``highest_level``: the highest level in the
+  chain the escalation reached), by kind and by priority, most frequent first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from schemas.reporting import Frequency, KpiFilters, KpiReport
+
+_FILTERED = """
+WITH f AS (
+    SELECT * FROM escalation_kpi_facts
+     WHERE ($1::timestamptz IS NULL OR opened_at >= $1::timestamptz)
+       AND ($2::timestamptz IS NULL OR opened_at <  $2::timestamptz)
+       AND ($3::text IS NULL OR priority = $3::text)
+       AND ($4::text IS NULL OR category = $4::text)
+)
+"""
+
+_TOTALS = _FILTERED + """
+SELECT count(*)                                             AS escalations,
+       count(*) FILTER (WHERE resolved)                     AS resolved,
+       count(*) FILTER (WHERE resolved_within_sla)          AS resolved_within_sla,
+       (count(*) FILTER (WHERE resolved_within_sla))::float8
+           / NULLIF(count(*) FILTER (WHERE resolved), 0)    AS resolved_within_sla_share,
+       -- numeric: exact sum, so the mean does not depend on the rows' physical order
+       (avg(resolution_seconds::numeric) FILTER (WHERE resolved))::float8
+                                                            AS mean_time_to_resolution_seconds,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_seconds)
+           FILTER (WHERE resolved)                          AS p90_time_to_resolution_seconds,
+       avg(csat_score)::float8                              AS csat_average,
+       count(csat_score)                                    AS csat_responses,
+       count(csat_score)::float8
+           / NULLIF(count(*) FILTER (WHERE resolved), 0)    AS csat_response_rate,
+       count(*) FILTER (WHERE is_repeat)                    AS repeat_escalations
+  FROM f
+"""
+
+_FREQUENCIES = _FILTERED + """
+SELECT dimension, key, count(*) AS escalations
+  FROM (SELECT 'category' AS dimension, category      AS key FROM f
+        UNION ALL SELECT 'level',       highest_level        FROM f
+        UNION ALL SELECT 'kind',        kind                 FROM f
+        UNION ALL SELECT 'priority',    priority             FROM f) AS keyed
+ GROUP BY dimension, key
+ ORDER BY dimension, escalations DESC, key
+"""
+
+_RESOLUTION_TIMES = _FILTERED + """
+SELECT resolution_seconds FROM f WHERE resolved ORDER BY resolution_seconds
+"""
+
+
+def _arguments(filters: KpiFilters) -> tuple[Any, ...]:
+    return (filters.since, filters.until, filters.priority, filters.category)
+
+
+async def compute_kpis(conn: asyncpg.Connection, filters: KpiFilters) -> KpiReport:
+    """Every KPI for the escalations the filters select."""
+    args = _arguments(filters)
+    totals = await conn.fetchrow(_TOTALS, *args)
+    frequencies: dict[str, list[Frequency]] = {"category": [], "level": [], "kind": [], "priority": []}
+    for record in await conn.fetch(_FREQUENCIES, *args):
+        frequencies[record["dimension"]].append(
+            Frequency(key=record["key"], escalations=record["escalations"])
+        )
+    return KpiReport(
+        filters=filters,
+        escalations=totals["escalations"],
+        resolved=totals["resolved"],
+        resolved_within_sla=totals["resolved_within_sla"],
+        resolved_within_sla_share=totals["resolved_within_sla_share"],
+        mean_time_to_resolution_seconds=totals["mean_time_to_resolution_seconds"],
+        p90_time_to_resolution_seconds=totals["p90_time_to_resolution_seconds"],
+        csat_average=totals["csat_average"],
+        csat_responses=totals["csat_responses"],
+        csat_response_rate=totals["csat_response_rate"],
+        repeat_escalations=totals["repeat_escalations"],
+        by_category=frequencies["category"],
+        by_level_reached=frequencies["level"],
+        by_kind=frequencies["kind"],
+        by_priority=frequencies["priority"],
+    )
+
+
+async def resolution_times(conn: asyncpg.Connection, filters: KpiFilters) -> list[float]:
+    """Time to resolution (seconds, net of pauses) of each resolved escalation; for charts."""
+    return [r["resolution_seconds"] for r in await conn.fetch(_RESOLUTION_TIMES, *_arguments(filters))]

@@ -1,0 +1,104 @@
+"""Reading the ``escalations`` read model back as the live state's shape.
+
+Once a run has completed there is nothing left to query, so the API's
+``GET /escalations/{ticket_id}`` and the CLI's ``status`` answer from here: the
+same ``EscalationState`` the workflow's ``state`` query returns, folded from
+the domain events by ``db/projection.py``.
+
+What the read model does not keep is left at the model's default:
+``deadlines.at_risk_at`` / ``deadlines.auto_resume_at`` (derived from live
+clocks) and ``resolve_remaining``. Notification counts come from the
+``notifications`` ledger (rows ``sent`` / ``failed``), not from the run.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from schemas.escalation import EscalationState
+
+_LATEST = """
+SELECT e.*,
+       (SELECT count(*) FROM notifications n
+         WHERE n.escalation_id = e.escalation_id AND n.status = 'sent')   AS notifications_sent,
+       (SELECT count(*) FROM notifications n
+         WHERE n.escalation_id = e.escalation_id AND n.status = 'failed') AS notifications_failed
+  FROM escalations e
+ WHERE e.ticket_id = $1
+ ORDER BY e.opened_at DESC, e.escalation_id DESC
+ LIMIT 1
+"""
+
+
+def _json(value: Any) -> Any:
+    """jsonb as decoded by the pool's codec, or as text on a bare connection."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def state_from_row(row: asyncpg.Record | dict[str, Any], *, notifications_sent: int = 0,
+                   notifications_failed: int = 0) -> EscalationState:
+    """Map one ``escalations`` row to the state model the ``state`` query returns."""
+    return EscalationState.model_validate(
+        {
+            "escalation_id": row["escalation_id"],
+            "ticket_id": row["ticket_id"],
+            "workflow_id": row["workflow_id"],
+            "title": row["title"],
+            "customer": _json(row["customer"]),
+            "category": row["category"],
+            "kind": row["kind"],
+            "status": row["status"],
+            "priority": row["priority"],
+            "level": row["level"],
+            "level_name": row["level_name"],
+            "owner": row["owner"],
+            "owner_contact": _json(row["owner_contact"]),
+            "route": row["route"],
+            "deadlines": {
+                "ack_due": row["ack_due"],
+                "resolve_due": row["resolve_due"],
+                "next_customer_update_due": row["next_customer_update_due"],
+            },
+            "sla_at_risk": row["sla_at_risk"],
+            "sla_breached": row["sla_breached"],
+            "breached_at": row["breached_at"],
+            "path": _json(row["path"]) or [],
+            "paged_levels": list(row["paged_levels"] or []),
+            "consulted": _json(row["consulted"]) or [],
+            "notifications_sent": notifications_sent,
+            "notifications_failed": notifications_failed,
+            "trigger": _json(row["trigger"]),
+            "policy": {"name": row["policy_name"], "version": row["policy_version"]},
+            "opened_at": row["opened_at"],
+            "acknowledged_at": row["acknowledged_at"],
+            "acknowledged_by": row["acknowledged_by"],
+            "paused_since": row["paused_since"],
+            "paused_total": timedelta(seconds=row["paused_seconds"] or 0.0),
+            "resolved_at": row["resolved_at"],
+            "closed_at": row["closed_at"],
+            "resolution": _json(row["resolution"]),
+            "postmortem": _json(row["postmortem"]),
+            "repeat_of": row["repeat_of"],
+            "repeat_count": row["repeat_count"],
+            "jira_key": row["jira_key"],
+            "counts": _json(row["counts"]) or {},
+            "last_seq": row["last_seq"],
+            "updated_at": row["updated_at"],
+        }
+    )
+
+
+async def latest_escalation(conn: asyncpg.Connection, ticket_id: str) -> EscalationState | None:
+    """The ticket's latest escalation (by ``opened_at``) from the read model, or None."""
+    row = await conn.fetchrow(_LATEST, ticket_id)
+    if row is None:
+        return None
+    return state_from_row(
+        row,
+        notifications_sent=row["notifications_sent"],
+        notifications_failed=row["notifications_failed"],
+    )
