@@ -26,10 +26,12 @@ from temporalio.worker import Worker
 from activities.notifications import NotificationActivities, NotificationSettings
 from activities.policy import PolicyActivities, PolicySource
 from activities.store import StoreActivities
+from activities.tickets import TicketActivities
 from db.pool import create_pool
 from schemas.keys import DEFAULT_TASK_QUEUE
 from workflows.escalation import EscalationWorkflow
 from workflows.postmortem import PostmortemWorkflow
+from workflows.sweep import CriteriaSweepWorkflow
 
 log = logging.getLogger("escalations.worker")
 
@@ -79,18 +81,21 @@ def build_worker(
     store: StoreActivities,
     policies: PolicyActivities,
     notifications: NotificationActivities,
+    tickets: TicketActivities,
     settings: WorkerSettings | None = None,
 ) -> Worker:
     settings = settings or WorkerSettings(task_queue=task_queue, database_url="", policy_file=None)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[EscalationWorkflow, PostmortemWorkflow],
+        workflows=[EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow],
         activities=[
             store.record_events,
             store.find_repeats,
             policies.load_policy,
             notifications.deliver_notifications,
+            tickets.find_sweep_candidates,
+            tickets.escalate_tickets,
         ],
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -122,6 +127,7 @@ async def run_worker(environ: Mapping[str, str], stop: asyncio.Event | None = No
             store=StoreActivities(pool),
             policies=PolicyActivities(pool, source),
             notifications=NotificationActivities(pool, notification_settings, http),
+            tickets=TicketActivities(pool, client, task_queue=settings.task_queue),
             settings=settings,
         )
         async with worker:

@@ -22,10 +22,13 @@ from rich.table import Table
 
 from activities.policy import PolicySource
 from commands.connect import StackInfo, write_stack
+from commands.tickets import install_schedule
 from db.migrate import migrate
+from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
 from stack.postgres import EmbeddedPostgres
 from stack.temporal import TemporalDevServer
+from worker import connect_client
 
 log = logging.getLogger("escalations.dev")
 
@@ -121,6 +124,10 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
             policy_file=str(source.default_file),
             pid=os.getpid(),
         )
+        client = await connect_client(env)
+        if policy.criteria and policy.criteria.rules:
+            schedule = await install_schedule(client, task_queue=env["ESCALATION_TASK_QUEUE"], policy=policy)
+            console.print(f"criteria sweep: schedule {schedule} every {format_duration(policy.criteria.sweep_every)}")
         async with asyncio.TaskGroup() as group:
             for component in _components(env, policy, stop):
                 group.create_task(component)

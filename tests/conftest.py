@@ -36,6 +36,7 @@ from temporalio.worker import Worker
 from activities.notifications import NotificationActivities, NotificationSettings
 from activities.policy import PolicyActivities, PolicySource
 from activities.store import StoreActivities
+from activities.tickets import TicketActivities
 from db.migrate import migrate
 from db.pool import create_pool
 from schemas import keys
@@ -215,6 +216,7 @@ async def running_worker(
             store=StoreActivities(pool),
             policies=PolicyActivities(pool, source),
             notifications=NotificationActivities(pool, NotificationSettings.from_env(environ or {}), http),
+            tickets=TicketActivities(pool, client, task_queue=task_queue),
             settings=WorkerSettings(
                 task_queue=task_queue, database_url="", policy_file=str(path),
                 sticky_queue_timeout=timedelta(seconds=1),
