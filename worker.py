@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import zoneinfo
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -107,6 +108,9 @@ def build_worker(
 
 async def run_worker(environ: Mapping[str, str], stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or, without one, SIGINT/SIGTERM), then shut down cleanly."""
+    # Calendar maths must give the same answers on every worker and on replay: use the
+    # pinned `tzdata` package's zone database, never whatever the host happens to have.
+    zoneinfo.reset_tzpath(to=())
     settings = WorkerSettings.from_env(environ)
     source = PolicySource.from_setting(settings.policy_file)
     source.load(None)  # an invalid default policy fails here, at start-up, with the key named
