@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from schemas.policy import Channel, Kind, Priority
+from schemas.text import reject_nul
 
 Status = Literal["open", "acknowledged", "paused", "resolved", "closed"]
 TriggerSource = Literal["api", "cli", "sweep", "client"]
@@ -21,6 +22,11 @@ OPEN_STATUSES: tuple[Status, ...] = ("open", "acknowledged", "paused")
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class Customer(Model):
@@ -124,6 +130,7 @@ def details_for(request: EscalationRequest) -> str:
         + (f" · {request.trigger.detail}" if request.trigger.detail else ""),
         "",
         "**Handoff**",
+        "",
         f"- Integration: {handoff.integration_id or '—'}",
         f"- Ticket history: {handoff.ticket_history or '—'}",
         f"- Error logs: {handoff.error_logs or '—'}",

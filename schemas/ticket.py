@@ -32,6 +32,7 @@ from schemas.escalation import (
     Trigger,
 )
 from schemas.policy import Kind, Priority
+from schemas.text import reject_nul
 
 TicketStatus = Literal["new", "open", "pending", "hold", "solved", "closed"]
 DONE_STATUSES: tuple[str, ...] = ("solved", "closed")
@@ -50,6 +51,11 @@ def _utc(value: datetime | None) -> datetime | None:
 
 class Ticket(BaseModel):
     """A support ticket as backend services send it (``POST /tickets``)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        return reject_nul(value)
 
     model_config = ConfigDict(
         extra="forbid",

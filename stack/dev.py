@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from activities.policy import PolicySource
+from api.server import serve
+from api.settings import ApiSettings
 from commands.connect import StackInfo, write_stack
 from commands.tickets import install_schedule
 from db.migrate import migrate
@@ -28,7 +30,7 @@ from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
 from stack.postgres import EmbeddedPostgres
 from stack.temporal import TemporalDevServer
-from worker import connect_client
+from worker import connect_client, run_worker
 
 log = logging.getLogger("escalations.dev")
 
@@ -128,9 +130,11 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
         if policy.criteria and policy.criteria.rules:
             schedule = await install_schedule(client, task_queue=env["ESCALATION_TASK_QUEUE"], policy=policy)
             console.print(f"criteria sweep: schedule {schedule} every {format_duration(policy.criteria.sweep_every)}")
+        api_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            for component in _components(env, policy, stop):
-                group.create_task(component)
+            group.create_task(run_worker(env, stop))
+            group.create_task(serve(ApiSettings.from_env(env), stop, on_ready=lambda _url: api_ready.set()))
+            await api_ready.wait()
             write_stack(data_dir, info)
             console.print(_summary(info))
             console.print(f"policy {policy.name} v{policy.version} · stack.json: {data_dir / 'stack.json'}")
@@ -144,8 +148,3 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
             await asyncio.to_thread(postgres.stop)
         console.print("stopped")
 
-
-def _components(env: dict[str, str], policy, stop: asyncio.Event) -> list:
-    from worker import run_worker
-
-    return [run_worker(env, stop)]

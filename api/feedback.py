@@ -1,0 +1,59 @@
+"""CSAT after an escalation (``POST /escalations/{ticket_id}/csat``) and ``GET /kpis``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query
+
+from api.deps import get_pool, require_token
+from api.escalations import TicketIdPath
+from api.problems import ProblemError
+from api.responses import problems
+from commands.client import reject_nul
+from db import csat, kpis
+from schemas.reporting import CsatRecord, CsatSubmission, KpiFilters, KpiReport
+
+router = APIRouter(dependencies=[Depends(require_token)])
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+
+
+@router.post(
+    "/escalations/{ticket_id}/csat",
+    response_model=CsatRecord,
+    tags=["escalations"],
+    summary="Record the customer's CSAT score",
+    responses=problems(400, 401, 404, 409, 413, 422),
+)
+async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool: PoolDep) -> CsatRecord:
+    """A 1–5 score for the ticket's latest escalation, within the policy's ``csat_window`` after
+    resolution; one per escalation."""
+    reject_nul(submission)
+    async with pool.acquire() as conn:
+        try:
+            return await csat.record_csat(conn, ticket_id, submission, datetime.now(timezone.utc))
+        except csat.NoEscalation as err:
+            raise ProblemError(404, str(err) or f"no escalation for ticket {ticket_id}",
+                               slug="escalation-not-found") from None
+        except csat.NotResolved as err:
+            raise ProblemError(409, str(err), slug="csat-not-resolved") from None
+        except csat.OutsideWindow as err:
+            raise ProblemError(409, str(err), slug="csat-outside-window") from None
+        except csat.AlreadyRecorded as err:
+            raise ProblemError(409, str(err), slug="csat-already-recorded") from None
+
+
+@router.get(
+    "/kpis",
+    response_model=KpiReport,
+    tags=["kpis"],
+    summary="Escalation KPIs",
+    responses=problems(401, 422),
+)
+async def get_kpis(filters: Annotated[KpiFilters, Query()], pool: PoolDep) -> KpiReport:
+    """Share resolved within SLA, time to resolution (net of pauses), CSAT, repeats, frequencies;
+    optional ``since``/``until`` (ISO-8601 with offset), ``priority``, ``category``."""
+    async with pool.acquire() as conn:
+        return await kpis.compute_kpis(conn, filters)

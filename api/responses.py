@@ -1,0 +1,25 @@
+"""Declared problem responses for route definitions (OpenAPI shows them as problem+json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.problems import Problem, ValidationProblem
+
+DESCRIPTIONS = {
+    400: "Malformed request body, e.g. not UTF-8 (problem document)",
+    401: "Missing or invalid bearer token (problem document; WWW-Authenticate: Bearer)",
+    404: "The ticket has no escalation (problem document)",
+    409: "The state forbids it, or the escalation is closed (problem document naming why)",
+    413: "Request body larger than the limit (problem document)",
+    422: "Invalid request: field errors in `errors` (problem document)",
+    503: "Temporal or Postgres unavailable, or the run is still opening (problem document)",
+    504: "No answer from the workflow in time (problem document)",
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"model": ValidationProblem if code == 422 else Problem, "description": DESCRIPTIONS[code]}
+        for code in codes
+    }

@@ -1,0 +1,442 @@
+"""Operator commands on escalations: ``start``, ``ack``, ``escalate``, ``note``, ``pause``,
+``resume``, ``resolve``, ``postmortem``, ``status``, ``list``.
+
+They talk to Temporal directly with the same models as the API (through
+``commands/client.py``), find the stack from the environment or ``DIR/stack.json``,
+and exit 1 with a one-line message when something is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import asyncpg
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from commands import client as ec
+from commands import connect
+from commands.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, read_stack, temporal_client
+from schemas.escalation import (
+    AcknowledgeCommand,
+    AddNoteCommand,
+    CompletePostmortemCommand,
+    EscalateCommand,
+    EscalationRequest,
+    EscalationState,
+    PauseCommand,
+    ResolveCommand,
+    ResumeCommand,
+    Status,
+)
+from schemas.policy import Kind, PolicyError, Priority
+
+T = TypeVar("T")
+COMMAND_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 15.0
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Find the stack in DIR/stack.json (after the environment)")]
+TicketArg = Annotated[str, typer.Argument(metavar="ID", help="The ticket id, e.g. SF-1042")]
+By = Annotated[str, typer.Option("--by", help="Who does it")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("start")(start)
+    app.command("ack")(ack)
+    app.command("escalate")(escalate)
+    app.command("note")(note)
+    app.command("pause")(pause)
+    app.command("resume")(resume)
+    app.command("resolve")(resolve)
+    app.command("postmortem")(postmortem)
+    app.command("status")(status)
+    app.command("list")(list_escalations)
+
+
+# -- plumbing ----------------------------------------------------------------------
+
+
+class CliError(Exception):
+    """A one-line reason to stop."""
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(1)
+
+
+def _invalid(err: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()[:3]]
+    return "invalid input: " + "; ".join(parts)
+
+
+def _command(factory: Callable[[], T]) -> T:
+    """Build a command model from options; a validation error is a one-line failure."""
+    try:
+        return factory()
+    except ValidationError as err:
+        _fail(_invalid(err))
+
+
+def _run(data_dir: Path, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
+    try:
+        connection = connect.resolve(data_dir)
+        asyncio.run(_with_client(connection, action))
+    except ec.EscalationError as err:
+        _fail(err.message)
+    except (CliError, StackNotFound) as err:
+        _fail(str(err))
+    except RPCError as err:
+        _fail(f"Temporal error: {err.message}")
+
+
+async def _with_client(connection: Connection, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
+    target = connection.temporal.get("target_host")
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            client = await temporal_client(connection)
+    except (RuntimeError, OSError, TimeoutError) as err:
+        reason = "connection refused" if "refused" in str(err).lower() else one_line(err) or "timed out"
+        raise CliError(f"cannot connect to Temporal at {target}: {reason}") from None
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            await action(connection, client)
+    except TimeoutError:
+        raise CliError(f"no answer from Temporal within {COMMAND_TIMEOUT:g}s "
+                       f"(is a worker polling task queue {connection.task_queue}?)") from None
+
+
+def _console() -> Console:
+    # No markup: names, reasons and notes are printed as they are, brackets included.
+    return Console(highlight=False, markup=False)
+
+
+def _print_state(state: EscalationState, verb: str) -> None:
+    owner = state.owner or "—"
+    _console().print(f"{state.ticket_id}: {verb} · status {state.status} · level "
+                     f"{state.level_name} ({state.level}) · owner {owner}")
+
+
+def _update(data_dir: Path, verb: str, call: Callable[[Client], Awaitable[EscalationState]]) -> None:
+    async def action(connection: Connection, client: Client) -> None:
+        _print_state(await call(client), verb)
+
+    _run(data_dir, action)
+
+
+# -- start -------------------------------------------------------------------------
+
+
+def _read_request(file: Path) -> EscalationRequest:
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except OSError as err:
+        _fail(f"cannot read {file}: {err.strerror or err}")
+    try:
+        return EscalationRequest.model_validate(json.loads(text))
+    except json.JSONDecodeError as err:
+        _fail(f"{file} is not JSON: {err.msg} (line {err.lineno})")
+    except ValidationError as err:
+        _fail(f"{file}: {_invalid(err)}")
+
+
+def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
+    """With a known policy file (env or stack.json), refuse a request the worker could not route."""
+    from activities.policy import PolicySource
+
+    stack = read_stack(data_dir)
+    policy_file = os.environ.get("ESCALATION_POLICY_FILE") or (stack.policy_file if stack else None)
+    if not policy_file:
+        return
+    try:
+        ec.check_request(PolicySource.from_setting(policy_file), request)
+    except PolicyError as err:
+        _fail(str(err))
+    except ec.InvalidRequest as err:
+        _fail(err.message)
+
+
+def start(
+    file: Annotated[Path, typer.Argument(metavar="FILE.json", help="The escalation request (JSON; - for stdin)")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Open an escalation from a JSON request (the body of POST /escalations)."""
+    request = _read_request(file)
+    _check_routing(data_dir, request)
+
+    async def action(connection: Connection, client: Client) -> None:
+        handle = await ec.start_escalation(client, request, task_queue=connection.task_queue, source="cli")
+        run_id = handle.first_execution_run_id or handle.result_run_id
+        console = _console()
+        console.print(f"started {handle.id} (run {run_id}) on task queue {connection.task_queue}")
+        link = ec.ui_link(connection.ui_url, connection.namespace, handle.id, run_id)
+        if link:
+            console.print(f"Temporal UI: {link}", soft_wrap=True)
+
+    _run(data_dir, action)
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def ack(
+    ticket_id: TicketArg,
+    by: By,
+    level: Annotated[str | None, typer.Option(help="Acknowledge as this (consulted) level")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Acknowledge the escalation (stops the acknowledgement clock)."""
+    command = _command(lambda: AcknowledgeCommand(by=by, level=level))
+    _update(data_dir, "acknowledged", lambda client: ec.acknowledge(client, ticket_id, command))
+
+
+def escalate(
+    ticket_id: TicketArg,
+    by: By,
+    reason: Annotated[str, typer.Option(help="Why")],
+    to_level: Annotated[str | None, typer.Option(help="Target level (default: the next one)")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Escalate to the next level, or to --to-level."""
+    command = _command(lambda: EscalateCommand(by=by, reason=reason, to_level=to_level))
+    _update(data_dir, "escalated", lambda client: ec.escalate(client, ticket_id, command))
+
+
+def note(
+    ticket_id: TicketArg,
+    author: Annotated[str, typer.Option(help="Who writes it")],
+    text: Annotated[str, typer.Option(help="The note")],
+    customer_visible: Annotated[bool, typer.Option("--customer-visible", help="Send it to the customer")] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Add a note; --customer-visible sends it to the customer (restarts the update cadence)."""
+    command = _command(lambda: AddNoteCommand(author=author, text=text, customer_visible=customer_visible))
+    _update(data_dir, "note added", lambda client: ec.add_note(client, ticket_id, command))
+
+
+def pause(
+    ticket_id: TicketArg,
+    by: By,
+    reason: Annotated[str, typer.Option(help="Why (e.g. waiting on the customer)")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Pause the resolution and customer-update clocks."""
+    command = _command(lambda: PauseCommand(by=by, reason=reason))
+    _update(data_dir, "paused", lambda client: ec.pause(client, ticket_id, command))
+
+
+def resume(ticket_id: TicketArg, by: By, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Resume paused clocks."""
+    command = _command(lambda: ResumeCommand(by=by))
+    _update(data_dir, "resumed", lambda client: ec.resume(client, ticket_id, command))
+
+
+def resolve(
+    ticket_id: TicketArg,
+    by: By,
+    root_cause: Annotated[str, typer.Option(help="Root cause")],
+    mitigation: Annotated[str, typer.Option(help="What fixed it")],
+    preventive_action: Annotated[list[str] | None, typer.Option(help="A preventive action (repeatable)")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Resolve: tells the customer, requests CSAT and opens the postmortem task."""
+    command = _command(lambda: ResolveCommand(by=by, root_cause=root_cause, mitigation=mitigation,
+                                              preventive_actions=list(preventive_action or [])))
+    _update(data_dir, "resolved", lambda client: ec.resolve(client, ticket_id, command))
+
+
+def postmortem(
+    ticket_id: TicketArg,
+    by: By,
+    summary: Annotated[str, typer.Option(help="What happened")],
+    root_cause: Annotated[str, typer.Option(help="Root cause")],
+    improvement: Annotated[list[str] | None, typer.Option(help="An improvement (repeatable; at least one)")] = None,
+    kb_url: Annotated[str | None, typer.Option(help="Knowledge-base article URL")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Complete the postmortem task; the escalation then closes."""
+    command = _command(lambda: CompletePostmortemCommand(
+        by=by, summary=summary, root_cause=root_cause, improvements=list(improvement or []),
+        kb_article_url=kb_url))
+    _update(data_dir, "postmortem completed",
+            lambda client: ec.complete_postmortem(client, ticket_id, command))
+
+
+# -- status ------------------------------------------------------------------------
+
+
+def relative(at: datetime, now: datetime) -> str:
+    """``in 12 min`` / ``3 min ago`` / ``in 1 h 5 min`` / ``now``."""
+    seconds = (at - now).total_seconds()
+    size = abs(seconds)
+    if size < 1:
+        return "now"
+    if size < 60:
+        text = f"{int(size)} s"
+    elif size < 3600:
+        text = f"{int(size // 60)} min"
+    elif size < 86400:
+        hours, minutes = divmod(int(size // 60), 60)
+        text = f"{hours} h" + (f" {minutes} min" if minutes else "")
+    else:
+        days, hours = divmod(int(size // 3600), 24)
+        text = f"{days} d" + (f" {hours} h" if hours else "")
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def when(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "—"
+    return f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({relative(at, now)})"
+
+
+def render_state(state: EscalationState, now: datetime) -> Panel:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    owner = state.owner or "—"
+    if state.owner_contact:
+        owner += f" ({state.owner_contact.channel}: {state.owner_contact.target})"
+    rows: list[tuple[str, str]] = [
+        ("status", state.status),
+        ("priority", f"{state.priority} · {state.kind} · category {state.category}"),
+        ("customer", f"{state.customer.name} ({state.customer.id})"),
+        ("level", f"{state.level_name} ({state.level})"),
+        ("owner", owner),
+        ("acknowledged", f"{state.acknowledged_by} at {when(state.acknowledged_at, now)}"
+         if state.acknowledged_at else "no"),
+        ("ack due", when(state.deadlines.ack_due, now)),
+        ("resolve due", when(state.deadlines.resolve_due, now)),
+        ("next customer update", when(state.deadlines.next_customer_update_due, now)),
+        ("at risk at", when(state.deadlines.at_risk_at, now)),
+        ("SLA at risk", "yes" if state.sla_at_risk else "no"),
+        ("SLA breached", f"YES at {when(state.breached_at, now)}" if state.sla_breached else "no"),
+        ("opened", when(state.opened_at, now)),
+    ]
+    if state.paused_since:
+        rows.append(("paused since", when(state.paused_since, now)))
+    if state.resolved_at:
+        rows.append(("resolved", when(state.resolved_at, now)))
+    if state.resolution:
+        rows.append(("root cause", state.resolution.root_cause))
+    if state.postmortem:
+        pm = state.postmortem
+        done = f"completed by {pm.completed_by} at {when(pm.completed_at, now)}" if pm.completed_at else "open"
+        rows.append(("postmortem", f"{done} · owner {pm.owner} · due {when(pm.due, now)}"))
+    if state.closed_at:
+        rows.append(("closed", when(state.closed_at, now)))
+    rows.append(("notifications", f"{state.notifications_sent} sent"
+                 + (f", {state.notifications_failed} failed" if state.notifications_failed else "")))
+    rows.append(("policy", f"{state.policy.name} v{state.policy.version}"))
+    rows.append(("opened by", state.trigger.source
+                 + (f" · {state.trigger.criterion}" if state.trigger.criterion else "")))
+    for key, value in rows:
+        facts.add_row(key, value)
+    path = Table(title="Escalation path", title_justify="left", expand=False)
+    for column in ("at", "from", "to", "how", "reason"):
+        path.add_column(column)
+    for entry in state.path:
+        how = "auto" if entry.auto else f"by {entry.by or '?'}"
+        path.add_row(f"{entry.at.astimezone(timezone.utc):%H:%M:%S}", entry.from_level or "—",
+                     entry.to_level, how, entry.reason)
+    parts: list[Any] = [facts]
+    parts.append(path if state.path else Text("Escalation path: none (still at the entry level)"))
+    title = f"{state.ticket_id} · {state.title}"
+    style = "red" if state.sla_breached else ("yellow" if state.sla_at_risk else "green")
+    return Panel(Group(*parts), title=title, border_style=style, expand=False)
+
+
+async def _closed_state(connection: Connection, client: Client, ticket_id: str) -> EscalationState:
+    """A closed escalation from the read model (the run's result when no database is known)."""
+    if not connection.database_url:
+        return await ec.final_state(client, ticket_id)
+    from db.pool import create_pool
+    from db.readmodel import latest_escalation
+
+    try:
+        pool = await create_pool(connection.database_url, min_size=1, max_size=1)
+    except (OSError, asyncpg.PostgresError) as err:
+        raise CliError(f"cannot connect to Postgres: {one_line(err)}") from None
+    try:
+        async with pool.acquire() as conn:
+            state = await latest_escalation(conn, ticket_id)
+    finally:
+        await pool.close()
+    if state is None:
+        return await ec.final_state(client, ticket_id)
+    return state
+
+
+def status(ticket_id: TicketArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """The escalation's state: status, level, owner, deadlines, breaches, path."""
+
+    async def action(connection: Connection, client: Client) -> None:
+        try:
+            state = await ec.live_state(client, ticket_id, opening_timeout=3.0)
+        except ec.EscalationClosed:
+            state = await _closed_state(connection, client, ticket_id)
+        _console().print(render_state(state, datetime.now(timezone.utc)))
+
+    _run(data_dir, action)
+
+
+# -- list --------------------------------------------------------------------------
+
+
+class _Filters(BaseModel):
+    status: Status | None = None
+    priority: Priority | None = None
+    kind: Kind | None = None
+
+
+def list_escalations(
+    status: Annotated[str | None, typer.Option(help="open, acknowledged, paused, resolved or closed")] = None,
+    priority: Annotated[str | None, typer.Option(help="P1–P4")] = None,
+    level: Annotated[str | None, typer.Option(help="Current level id")] = None,
+    customer_id: Annotated[str | None, typer.Option(help="Customer id")] = None,
+    category: Annotated[str | None, typer.Option(help="Category")] = None,
+    kind: Annotated[str | None, typer.Option(help="functional, hierarchical or priority")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many")] = 100,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Escalations from Temporal visibility (closed ones included unless --status narrows)."""
+    filters = _command(lambda: _Filters(status=status, priority=priority, kind=kind))
+
+    async def action(connection: Connection, client: Client) -> None:
+        items = await ec.list_escalations(
+            client, status=filters.status, priority=filters.priority, level=level, customer_id=customer_id,
+            category=category, kind=filters.kind, limit=limit)
+        now = datetime.now(timezone.utc)
+        table = Table(title=f"Escalations ({len(items)})", title_justify="left")
+        for column in ("ticket", "status", "prio", "level", "customer", "category", "kind", "SLA",
+                       "next deadline", "started", "closed"):
+            table.add_column(column)
+        for item in items:
+            table.add_row(
+                item.ticket_id, item.status or "?", item.priority or "?", item.level or "?",
+                item.customer_id or "?", item.category or "?", item.kind or "?",
+                "BREACHED" if item.sla_breached else "ok",
+                relative(item.next_deadline, now) if item.next_deadline else "—",
+                f"{item.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                f"{item.closed_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC" if item.closed_at else "—",
+            )
+        _console().print(table)
+
+    _run(data_dir, action)

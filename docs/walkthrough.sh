@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Walk-through of the blog's Salesforce-sync escalation over the HTTP API:
+# start -> acknowledge -> customer-visible note -> resolve -> postmortem -> CSAT.
+# Needs API (e.g. http://127.0.0.1:8000) and TOKEN (one of ESCALATION_API_TOKENS;
+# `escalations dev` prints one). TICKET defaults to SF-1042. Uses only curl and python3.
+set -euo pipefail
+: "${API:?set API, e.g. http://127.0.0.1:8000}" "${TOKEN:?set TOKEN to an API token}"
+TICKET="${TICKET:-SF-1042}"
+
+# call STEP METHOD PATH [JSON]: prints "STEP: HTTP <code>" and keeps the body in $BODY
+call() {
+  local out
+  out=$(curl -sf -X "$2" "$API$3" -H "Authorization: Bearer $TOKEN" \
+        -H "Content-Type: application/json" ${4:+--data "$4"} -w '\n%{http_code}')
+  BODY=${out%$'\n'*}
+  echo "$1: HTTP ${out##*$'\n'}"
+}
+# field NAME: a top-level field of the last response
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$BODY" "$1"; }
+
+call start POST /escalations '{
+  "ticket_id": "'"$TICKET"'",
+  "title": "Salesforce sync failing since yesterday",
+  "customer": {"id": "acme", "name": "Acme Corp", "segment": "enterprise"},
+  "category": "integration", "kind": "priority", "priority": "P1",
+  "impact": {"users_affected": 250, "critical": true,
+             "description": "Board meeting tomorrow depends on synced data"},
+  "handoff": {"ticket_history": "Head of Operations: data stopped syncing yesterday.",
+              "error_logs": "SyncError: INVALID_FIELD AccountRegion__c",
+              "integration_id": "sf-prod-7",
+              "steps_to_reproduce": "Run a manual sync from Settings > Integrations > Salesforce"}
+}'
+echo "  workflow $(field workflow_id), run $(field run_id)"
+
+call acknowledge POST "/escalations/$TICKET/acknowledge" '{"by": "dana"}'
+echo "  status $(field status), level $(field level)"
+
+call note POST "/escalations/$TICKET/notes" '{"author": "dana", "customer_visible": true,
+  "text": "Found it: a renamed Salesforce field. A fix is on its way."}'
+
+call resolve POST "/escalations/$TICKET/resolve" '{"by": "dana",
+  "root_cause": "Salesforce API schema change renamed AccountRegion__c",
+  "mitigation": "Mapped the new field name and re-ran the sync",
+  "preventive_actions": ["Monitor Salesforce schema changes"]}'
+echo "  status $(field status)"
+
+call postmortem POST "/escalations/$TICKET/postmortem" '{"by": "dana",
+  "summary": "Sync broke after an upstream schema change",
+  "root_cause": "Unmonitored Salesforce schema change",
+  "improvements": ["Alert on Salesforce schema changes"],
+  "kb_article_url": "https://kb.example.com/salesforce-sync"}'
+echo "  status $(field status)"
+
+call csat POST "/escalations/$TICKET/csat" '{"score": 5, "comment": "Fixed before the board meeting"}'
+
+call state GET "/escalations/$TICKET"
+echo "  status $(field status), notifications sent $(field notifications_sent)"

@@ -1,0 +1,194 @@
+"""The API served by uvicorn on a free port: ``serve()``, ``escalations api``, the README's curl
+walk-through (docs/walkthrough.sh, run verbatim) and a bounded schemathesis run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from api.server import ApiStartupError, serve
+from api.settings import ApiSettings, ConfigError
+from tests.conftest import ROOT, binary
+from tests.test_api import TOKEN, api_settings
+
+WALKTHROUGH = ROOT / "docs" / "walkthrough.sh"
+README = ROOT / "README.md"
+
+
+@asynccontextmanager
+async def running_api(settings: ApiSettings) -> AsyncIterator[str]:
+    """serve() on a free port; yields its base URL; stops it on exit."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings.with_overrides(port=0), stop, on_ready=ready.set_result))
+    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises the startup error
+    assert ready.done(), "the API did not start within 30 s"
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_serve_runs_until_stop_is_set(client, database_url, task_queue):
+    settings = api_settings(client, database_url, task_queue)
+    async with running_api(settings) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            health = await http.get("/healthz")
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            denied = await http.get("/escalations")
+            assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Bearer")
+            listed = await http.get("/escalations", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert listed.status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(base_url=url) as http:
+            await http.get("/healthz")
+
+
+async def test_serve_fails_clearly(client, database_url, task_queue):
+    settings = api_settings(client, database_url, task_queue)
+    with pytest.raises(ConfigError, match="ESCALATION_API_TOKENS"):
+        await serve(settings.with_overrides(tokens=()), asyncio.Event())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ApiStartupError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await serve(settings.with_overrides(port=port), asyncio.Event())
+    with pytest.raises(ApiStartupError, match="could not start"):
+        await serve(settings.with_overrides(temporal={"target_host": f"127.0.0.1:{free_port()}"}, port=0),
+                    asyncio.Event())
+
+
+def test_escalations_api_refuses_to_run_open():
+    from starter import app
+
+    result = CliRunner().invoke(app, ["api"], env={"ESCALATION_API_TOKENS": "", "DATABASE_URL": "postgresql://x/y"})
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: ESCALATION_API_TOKENS is empty: the API refuses to start without bearer tokens "
+        "(set one or more, comma-separated)"
+    ]
+
+
+async def test_escalations_api_command_serves_and_stops_on_sigterm(client, database_url, task_queue):
+    port = free_port()
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "ESCALATION_API_TOKENS": TOKEN,
+        "DATABASE_URL": database_url,
+        "ESCALATION_TASK_QUEUE": task_queue,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from starter import main; main()", "api", "--port", str(port),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                try:
+                    health = await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert process.returncode is None, (await process.stdout.read()).decode()
+                    assert asyncio.get_running_loop().time() < deadline, "escalations api did not listen"
+                    await asyncio.sleep(0.1)
+            assert health.status_code == 200, health.text
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=20)
+        assert process.returncode == 0, output.decode()
+        assert f"API listening on http://127.0.0.1:{port}" in output.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def run_walkthrough(url: str, ticket: str) -> tuple[int, str, str]:
+    env = {**os.environ, "API": url, "TOKEN": TOKEN, "TICKET": ticket,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(WALKTHROUGH), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_curl_walkthrough_runs_verbatim(client, database_url, task_queue, start_worker):
+    if binary("curl") is None:
+        pytest.skip("curl is not installed")
+    ticket = f"SF-{uuid.uuid4().hex[:8]}"
+    async with start_worker("fast"), running_api(api_settings(client, database_url, task_queue)) as url:
+        code, out, err = await run_walkthrough(url, ticket)
+    assert code == 0, f"walkthrough failed ({code}):\n{out}\n{err}"
+    steps = re.findall(r"^(\w+): HTTP (\d+)$", out, re.MULTILINE)
+    assert steps == [("start", "201"), ("acknowledge", "200"), ("note", "200"), ("resolve", "200"),
+                     ("postmortem", "200"), ("csat", "200"), ("state", "200")], out
+    assert f"workflow escalation-{ticket}, run " in out
+    assert "  status resolved" in out and out.rstrip().splitlines()[-1].startswith("  status closed")
+
+
+def test_readme_embeds_the_walkthrough_verbatim():
+    if not README.exists():
+        print("README.md does not exist yet: nothing to compare")
+        pytest.skip("README.md does not exist yet")
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(?:bash|sh)\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    marker = "# Walk-through of the blog's Salesforce-sync escalation over the HTTP API"
+    embedded = [block for block in blocks if marker in block]
+    if not embedded:
+        print("README.md has no walk-through block yet: nothing to compare")
+        pytest.skip("README.md has no walk-through block yet")
+    assert embedded[0] == WALKTHROUGH.read_text(encoding="utf-8")
+
+
+async def test_schemathesis_finds_no_server_errors_and_conforming_responses(
+    client, database_url, task_queue, start_worker, tmp_path
+):
+    schemathesis = binary("schemathesis")
+    if schemathesis is None:
+        pytest.skip("schemathesis is not installed")
+    async with start_worker("fast"), running_api(api_settings(client, database_url, task_queue)) as url:
+        process = await asyncio.create_subprocess_exec(
+            str(schemathesis), "run", f"{url}/openapi.json",
+            "--header", f"Authorization: Bearer {TOKEN}",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                        "response_schema_conformance",
+            "--include-path-regex", "^/(escalations|kpis|healthz)",
+            "--phases", "examples,fuzzing",  # the coverage phase alone takes ~40 s
+            "--max-examples", "5",
+            "--seed", "20261127",
+            "--workers", "1",
+            "--request-timeout", "30",
+            "--generation-database", "none",
+            "--no-color",
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
+    text = output.decode()
+    assert process.returncode == 0, text
+    tested = re.search(r"Tested:\s+(\d+)", text)
+    assert tested and int(tested.group(1)) >= 12, text  # every /escalations, /kpis and /healthz operation
