@@ -36,11 +36,11 @@ def test_services_and_ports(compose: dict) -> None:
 
 
 def test_search_attributes_match_the_code(compose: dict) -> None:
-    command = compose["services"]["temporal-search-attributes"]["entrypoint"]
-    names = [command[i + 1] for i, arg in enumerate(command) if arg == "--name"]
-    types = [command[i + 1] for i, arg in enumerate(command) if arg == "--type"]
-    assert [f"{n}={t}" for n, t in zip(names, types, strict=True)] == search_attribute_flags()
-    assert len(names) == len(SEARCH_ATTRIBUTES)
+    script = compose["services"]["temporal-search-attributes"]["command"][0]
+    registered = re.findall(r"\b([A-Za-z]+=(?:Keyword|Bool|Datetime))\b", script)
+    assert registered == search_attribute_flags()
+    assert len(registered) == len(SEARCH_ATTRIBUTES)
+    assert '--name "$$name" --type "$${attribute#*=}"' in script
 
 
 def test_application_services_use_real_commands_and_settings(compose: dict) -> None:

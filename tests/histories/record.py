@@ -1,0 +1,184 @@
+"""Record workflow histories for the replay tests: ``python -m tests.histories.record``.
+
+Runs a few scenarios on a fresh dev server and embedded Postgres with the real worker and
+writes each run's history as JSON beside this file. Re-record only to add scenarios: the
+point of the checked-in files is that today's code must still replay yesterday's runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import asyncpg
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.tickets import upsert_tickets
+from db.migrate import migrate
+from db.pool import create_pool
+from schemas import keys
+from schemas.escalation import (
+    AcknowledgeCommand,
+    AddNoteCommand,
+    CompletePostmortemCommand,
+    EscalationState,
+    PauseCommand,
+    ResolveCommand,
+    ResumeCommand,
+    postmortem_id_for,
+)
+from schemas.ticket import SweepInput, Ticket
+from stack.postgres import EmbeddedPostgres
+from stack.temporal import temporal_binary
+from tests.conftest import blog_request, level_ack, running_worker, start_escalation, write_policy
+
+HERE = Path(__file__).resolve().parent
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("scenario did not reach its state in time")
+        await asyncio.sleep(0.1)
+
+
+async def state(handle: WorkflowHandle) -> EscalationState:
+    return await handle.query("state", result_type=EscalationState)
+
+
+async def save(client: Client, workflow_id: str, name: str, run_id: str | None = None) -> None:
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}.json ({len(history.events)} events)")
+
+
+async def blog_lifecycle(client: Client, queue: str) -> None:
+    """Open → auto-escalation → ack → note → pause/resume → resolve → postmortem → closed."""
+    handle = await start_escalation(client, blog_request("REPLAY-BLOG"), queue)
+    await until(lambda: _level_is(handle, "engineering"))
+    await handle.execute_update("acknowledge", AcknowledgeCommand(by="dana"), result_type=EscalationState)
+    await handle.execute_update("add_note", AddNoteCommand(author="dana", text="Found it", customer_visible=True),
+                                result_type=EscalationState)
+    await handle.execute_update("pause", PauseCommand(by="dana", reason="waiting on logs"), result_type=EscalationState)
+    await handle.execute_update("resume", ResumeCommand(by="dana"), result_type=EscalationState)
+    await handle.execute_update(
+        "resolve", ResolveCommand(by="dana", root_cause="Salesforce schema change", mitigation="hotfix",
+                                  preventive_actions=["monitor schema changes"]),
+        result_type=EscalationState,
+    )
+    child = client.get_workflow_handle(postmortem_id_for("REPLAY-BLOG"))
+    await until(lambda: _reminded(handle))
+    await child.execute_update("complete", CompletePostmortemCommand(
+        by="dana", summary="sync broke", root_cause="schema change", improvements=["alerts"]))
+    await handle.result()
+    await save(client, handle.id, "escalation-blog-lifecycle")
+    await save(client, child.id, "postmortem-blog-lifecycle")
+
+
+async def _level_is(handle: WorkflowHandle, level: str) -> bool:
+    try:
+        return (await state(handle)).level == level
+    except Exception:  # noqa: BLE001 - still opening; polled again until the deadline
+        return False
+
+
+async def _reminded(handle: WorkflowHandle) -> bool:
+    postmortem = (await state(handle)).postmortem
+    return postmortem is not None and postmortem.reminders_sent >= 1
+
+
+async def breach_and_climb(client: Client, queue: str) -> None:
+    """Unacknowledged: climbs to the last level, re-pages, breaches; at-risk and cadence on the way."""
+    handle = await start_escalation(client, blog_request("REPLAY-CLIMB", kind="hierarchical"), queue)
+    await until(lambda: _breached_with_reminder(handle))
+    await handle.terminate("recorded")
+    await save(client, handle.id, "escalation-breach-and-climb")
+
+
+async def _breached_with_reminder(handle: WorkflowHandle) -> bool:
+    try:
+        current = await state(handle)
+    except Exception:  # noqa: BLE001 - still opening
+        return False
+    return current.sla_breached and current.counts.ack_reminders >= 1 and current.counts.customer_updates >= 1
+
+
+async def continue_as_new(client: Client, queue: str) -> None:
+    """A run that continues as new: its first run ends with the continue-as-new command."""
+    handle = await start_escalation(client, blog_request("REPLAY-CAN", priority="P2", kind="functional",
+                                                         category="billing"), queue)
+    first_run = (await handle.describe()).run_id
+    await until(lambda: _continued(handle))
+    await handle.terminate("recorded")
+    await save(client, handle.id, "escalation-continue-as-new", run_id=first_run)
+
+
+async def _continued(handle: WorkflowHandle) -> bool:
+    try:
+        return (await state(handle)).counts.continued_as_new >= 1
+    except Exception:  # noqa: BLE001 - between runs
+        return False
+
+
+async def sweep(client: Client, queue: str, pool: asyncpg.Pool) -> None:
+    """One criteria sweep over two tickets, one of which matches."""
+    opened = datetime.now(timezone.utc) - timedelta(hours=1)
+    await upsert_tickets(pool, [
+        Ticket.model_validate({
+            "id": ticket_id, "customer": {"id": "acme", "name": "Acme Corp", "segment": "enterprise"},
+            "subject": "Export failing", "category": "technical", "priority": "P3", "status": "open",
+            "users_affected": users, "interactions": 1, "opened_at": opened, "updated_at": opened,
+        })
+        for ticket_id, users in (("REPLAY-T1", 40), ("REPLAY-T2", 1))
+    ], source="import")
+    await client.execute_workflow(keys.SWEEP_WORKFLOW, SweepInput(policy="replay"), id="replay-sweep", task_queue=queue)
+    await save(client, "replay-sweep", "sweep")
+    await client.get_workflow_handle("escalation-REPLAY-T1").terminate("recorded")
+
+
+async def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="record-histories-"))
+    server = EmbeddedPostgres(work / "pg", durable=False)
+    dsn = server.start()
+    try:
+        await migrate(dsn)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()), search_attributes=keys.SEARCH_ATTRIBUTES,
+            data_converter=pydantic_data_converter,
+        )
+        pool = await create_pool(dsn)
+        policy = write_policy(
+            work, levels=level_ack("fast", tier2="2s", engineering="2s", management="2s"),
+            name="replay", continue_as_new_after_events=60,
+            priorities={"P1": {"resolve_within": "8s", "customer_update_every": "3s"},
+                        "P2": {"customer_update_every": "300ms"}},
+            postmortem_remind_every="1s",
+            criteria={"sweep_every": "1m", "rules": [
+                {"name": "many-users", "when": {"users_affected_at_least": 10},
+                 "open_as": {"kind": "priority", "priority": "P2"}}]},
+        )
+        queue = f"record-{uuid.uuid4()}"
+        try:
+            async with running_worker(env.client, pool, queue, policy):
+                await blog_lifecycle(env.client, queue)
+                await breach_and_climb(env.client, queue)
+                await continue_as_new(env.client, queue)
+                await sweep(env.client, queue, pool)
+        finally:
+            await pool.close()
+            await env.shutdown()
+    finally:
+        server.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
