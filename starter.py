@@ -33,6 +33,13 @@ from commands.client import (  # the Python client, for other services: `from st
     start_escalation,
 )
 
+__all__ = [
+    "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError",
+    "EscalationNotFound", "EscalationNotReady", "InvalidRequest", "acknowledge", "add_note",
+    "app", "complete_postmortem", "escalate", "get_state", "list_escalations", "main", "pause",
+    "resolve", "resume", "start_escalation",
+]
+
 app = typer.Typer(
     name="escalations",
     help="Customer escalations on durable Temporal timers.",

@@ -104,7 +104,6 @@ async def start_escalation(
     ] = None,
 ) -> Any:
     """Open ``escalation-<ticket_id>``. 409 names the open escalation when the ticket has one."""
-    escalations.reject_nul(body)
     escalations.check_request(policies, body)
     digest = idempotency.request_digest(body)
     if idempotency_key is not None:

@@ -12,7 +12,6 @@ from api.deps import get_pool, require_token
 from api.escalations import TicketIdPath
 from api.problems import ProblemError
 from api.responses import problems
-from commands.client import reject_nul
 from db import csat, kpis
 from schemas.reporting import CsatRecord, CsatSubmission, KpiFilters, KpiReport
 
@@ -30,7 +29,6 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool: PoolDep) -> CsatRecord:
     """A 1–5 score for the ticket's latest escalation, within the policy's ``csat_window`` after
     resolution; one per escalation."""
-    reject_nul(submission)
     async with pool.acquire() as conn:
         try:
             return await csat.record_csat(conn, ticket_id, submission, datetime.now(timezone.utc))

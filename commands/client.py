@@ -134,26 +134,6 @@ class InvalidRequest(EscalationError):
         return str(self.loc[0])
 
 
-def _nul_locations(value: Any, loc: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    if isinstance(value, str):
-        return [loc] if "\x00" in value else []
-    if isinstance(value, dict):
-        return [found for key, item in value.items() for found in _nul_locations(item, (*loc, key))]
-    if isinstance(value, list):
-        return [found for index, item in enumerate(value) for found in _nul_locations(item, (*loc, index))]
-    return []
-
-
-def reject_nul(model: BaseModel) -> None:
-    """NUL characters cannot be stored in Postgres text/jsonb: refuse them before they reach a run
-    (an event that can never be stored would stall the workflow)."""
-    found = _nul_locations(model.model_dump(mode="json"))
-    if found:
-        where = ".".join(str(part) for part in found[0])
-        raise InvalidRequest(f"{where}: text must not contain NUL (\\u0000) characters",
-                             loc=found[0], kind="nul_character")
-
-
 # -- starting -----------------------------------------------------------------
 
 
@@ -186,7 +166,6 @@ async def start_escalation(
     source: TriggerSource = "client",
 ) -> WorkflowHandle[Any, EscalationState]:
     """Start ``escalation-<ticket_id>``; EscalationAlreadyOpen while one is open for the ticket."""
-    reject_nul(request)
     request = with_source(request, source)
     try:
         return await client.start_workflow(
@@ -271,7 +250,6 @@ def _failure_message(err: WorkflowUpdateFailedError) -> str:
 
 
 async def _update(client: Client, ticket_id: str, name: str, command: BaseModel) -> EscalationState:
-    reject_nul(command)
     handle = escalation_handle(client, ticket_id)
     for attempt in range(2):
         try:
@@ -323,7 +301,6 @@ async def complete_postmortem(
     Returns the escalation's final state (the run's result); if it has not closed
     within ``wait`` (notifications still going out), its live state.
     """
-    reject_nul(command)
     postmortem = client.get_workflow_handle(postmortem_id_for(ticket_id))
     try:
         await postmortem.execute_update("complete", command, result_type=PostmortemStatus)
@@ -465,5 +442,5 @@ __all__ = [
     "EscalationNotFound", "EscalationNotReady", "EscalationSummary", "InvalidRequest",
     "acknowledge", "add_note", "check_request", "complete_postmortem", "describe", "escalate",
     "escalation_handle", "final_state", "get_state", "list_escalations", "live_state", "pause",
-    "reject_nul", "resolve", "resume", "start_escalation", "ui_link", "visibility_query",
+    "resolve", "resume", "start_escalation", "ui_link", "visibility_query",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import date, datetime, time, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, Field
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from schemas.policy import Priority
+from schemas.text import reject_nul
 
 
 class KpiFilters(BaseModel):
@@ -40,6 +43,11 @@ class KpiReport(BaseModel):
 class CsatSubmission(BaseModel):
     score: int = Field(ge=1, le=5)
     comment: str | None = Field(default=None, max_length=5000)
+
+    @field_validator("comment", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class CsatRecord(BaseModel):

@@ -8,10 +8,9 @@ assert durations relative to when the escalation opened.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
