@@ -80,12 +80,15 @@ ELIGIBLE = """
                END)
 """
 
+# $2: the keyset cursor (last id of the previous page); $3: the page size; $4: only these ids
+# (the demo's own sweep), or NULL for every ticket (the schedule). Served by ``tickets_sweep``.
 CANDIDATES = f"""
 SELECT t.id, t.updated_at, t.status, t.opened_at, t.category, t.priority, t.users_affected,
        t.interactions, t.resolution_due, t.customer_segment
   FROM tickets t
  WHERE t.status NOT IN ({_DONE})
    AND t.id > $2
+   AND ($4::text[] IS NULL OR t.id = ANY($4::text[]))
    AND {ELIGIBLE}
  ORDER BY t.id
  LIMIT $3
@@ -166,9 +169,10 @@ class TicketActivities:
 
     @activity.defn(name=FIND_CANDIDATES)
     async def find_sweep_candidates(self, query: CandidateQuery) -> CandidatePage:
-        """One page of open tickets without an open escalation, in id order after ``after_id``."""
+        """One page of open tickets without an open escalation, in id order after ``after_id``
+        (only ``ticket_ids`` when the query lists some)."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(CANDIDATES, self._lease, query.after_id, query.limit)
+            rows = await conn.fetch(CANDIDATES, self._lease, query.after_id, query.limit, query.ticket_ids)
         return CandidatePage(tickets=[
             TicketFacts(
                 id=r["id"], updated_at=r["updated_at"], status=r["status"], opened_at=r["opened_at"],

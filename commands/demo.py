@@ -5,7 +5,11 @@ with the handoff context; nobody at Tier 2 acknowledges in time, so the workflow
 escalates to Engineering on its own and a Jira issue records it; the customer is
 told updates come every 2 hours; Engineering acknowledges, finds the root cause
 (a Salesforce API schema change) and ships a hotfix; the resolution goes to the
-customer; the postmortem closes the escalation.
+customer; the postmortem closes the escalation. Then, with no human action: a Globex
+ticket affecting 40 users is only stored (as ``POST /tickets`` stores it); one run of
+the criteria sweep (``CriteriaSweepWorkflow``, restricted to that ticket) matches the
+policy's ``many-users`` rule and opens a P1 escalation, which the demo then closes
+(acknowledge, resolve, postmortem) so nothing is left on its task queue.
 
 Every step is a real call on a real ``EscalationWorkflow`` run, and what is printed
 comes from the run itself (the ``state`` query) and from the notification ledger.
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
 SCALE = 60
 """One second of demo time stands for this many seconds of escalation time (policies/demo.yaml)."""
 SCALE_LABEL = "1 s = 1 min"
-STEPS = 7
+STEPS = 8
 JIRA_EMAIL = "escalations-demo@example.test"
 KB_URL = "https://kb.example.com/articles/salesforce-schema-change-sf-prod-7"
 
@@ -108,6 +112,17 @@ def scaled(seconds: float) -> str:
         return f"{minutes} min"
     hours, rest = divmod(minutes, 60)
     return f"{hours} h" + (f" {rest} min" if rest else "")
+
+
+def _rule_text(rule: Any) -> str:
+    """``many-users: users_affected_at_least 10 → priority P1``."""
+    from schemas.durations import format_duration
+
+    conditions = ", ".join(
+        f"{name} {format_duration(value) if isinstance(value, timedelta) else value}"
+        for name, value in rule.when.model_dump(exclude_none=True).items()
+    )
+    return f"{rule.name}: {conditions} → {rule.open_as.kind} {rule.open_as.priority}"
 
 
 def ui_link(connection: Connection, workflow_id: str) -> str | None:
@@ -278,7 +293,13 @@ class Story:
         self.workflow_id = self.request.workflow_id
         self.handle: Any = None
         self.escalation_id: str | None = None
-        self.shown_seq = 0
+        self.shown_seq: dict[str, int] = {}  # escalation id -> last notification seq printed
+        # Runs to terminate if the demo stops early (only if running on this demo's own queue).
+        self.cleanup_ids: list[str] = []
+        self.swept: Any = None  # the sweep's escalation (step 8), once closed
+        suffix = task_queue.removeprefix("demo-")
+        self.sweep_ticket_id = f"T-{suffix}"
+        self.sweep_id = f"demo-sweep-{suffix}"
         self.step = 0
         self.started = time.monotonic()
         self.progress = Progress(
@@ -324,19 +345,23 @@ class Story:
             f"({state.level}) · owner [bold]{escape(state.owner or '—')}[/] · next deadline {nxt} · SLA {sla}"
         )
 
-    async def messages(self, *event_types: str) -> None:
-        """Wait until the notifications of the latest of these events are delivered; print them."""
+    async def messages(self, *event_types: str, escalation_id: str | None = None) -> None:
+        """Wait until the notifications of the latest of these events are delivered; print them.
+
+        Of the blog's run, or of the escalation ``escalation_id``."""
         from activities.templates import render
 
-        assert self.escalation_id is not None
+        escalation_id = escalation_id or self.escalation_id
+        assert escalation_id is not None
+        shown = self.shown_seq.get(escalation_id, 0)
         async with self.pool.acquire() as conn:
-            target = await conn.fetchval(_EVENT_SEQ, self.escalation_id, list(event_types))
+            target = await conn.fetchval(_EVENT_SEQ, escalation_id, list(event_types))
         if target is None:
-            raise DemoError(f"no {'/'.join(event_types)} event recorded for {self.workflow_id}")
+            raise DemoError(f"no {'/'.join(event_types)} event recorded for escalation {escalation_id}")
         deadline = time.monotonic() + 30
         while True:
             async with self.pool.acquire() as conn:
-                rows = await conn.fetch(_LEDGER, self.escalation_id, self.shown_seq)
+                rows = await conn.fetch(_LEDGER, escalation_id, shown)
             if rows and max(r["seq"] for r in rows) >= target and all(
                 r["status"] in ("sent", "failed") for r in rows
             ):
@@ -357,20 +382,21 @@ class Story:
                 self.say(f"    {mark} to {escape(row['recipient'])} ({where}): {escape(message.subject)}{extra}")
             if row["status"] == "failed":
                 self.say(f"      [red]{escape(row['last_error'] or 'failed')}[/]")
-        self.shown_seq = max(self.shown_seq, *(r["seq"] for r in rows))
+        self.shown_seq[escalation_id] = max(shown, *(r["seq"] for r in rows))
 
     async def pause(self) -> None:
         await asyncio.sleep(self.options.pace / 2)
 
     # -- talking to the run ------------------------------------------------------
 
-    async def state(self) -> Any:
+    async def state(self, run: Any = None) -> Any:
+        """The ``state`` query of the blog's run (or of the escalation handle ``run``)."""
         from schemas.escalation import EscalationState
 
-        return await self.handle.query("state", result_type=EscalationState)
+        return await (run or self.handle).query("state", result_type=EscalationState)
 
     async def until(self, check: Callable[[Any], bool], what: str, *, timeout: float | None = None,
-                    countdown: Callable[[Any], datetime | None] | None = None) -> Any:
+                    countdown: Callable[[Any], datetime | None] | None = None, run: Any = None) -> Any:
         """Poll the ``state`` query until ``check`` holds; show a countdown while waiting."""
         from temporalio.client import WorkflowQueryFailedError
 
@@ -378,13 +404,13 @@ class Story:
         state = None
         while True:
             try:
-                state = await self.state()
+                state = await self.state(run)
             except WorkflowQueryFailedError:
                 state = None  # still opening
             if state is not None and check(state):
                 return state
             if state is not None and state.notifications_failed:
-                await self._report_failures()
+                await self._report_failures(state.escalation_id)
             if time.monotonic() > deadline:
                 raise DemoError(f"timed out waiting for {what} (last state: "
                                 f"{state.status + ' at ' + state.level if state else 'not ready'})")
@@ -396,19 +422,19 @@ class Story:
             self.status(label)
             await asyncio.sleep(0.25)
 
-    async def _report_failures(self) -> None:
+    async def _report_failures(self, escalation_id: str) -> None:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT recipient, channel, last_error FROM notifications "
-                "WHERE escalation_id = $1 AND status = 'failed'", self.escalation_id,
+                "WHERE escalation_id = $1 AND status = 'failed'", escalation_id,
             )
         detail = "; ".join(f"{r['recipient']} ({r['channel']}): {r['last_error']}" for r in rows)
         raise DemoError(f"a notification failed: {detail or 'see the notifications table'}")
 
-    async def update(self, name: str, command: Any) -> Any:
+    async def update(self, name: str, command: Any, run: Any = None) -> Any:
         from schemas.escalation import EscalationState
 
-        return await self.handle.execute_update(name, command, result_type=EscalationState)
+        return await (run or self.handle).execute_update(name, command, result_type=EscalationState)
 
     # -- the steps ---------------------------------------------------------------
 
@@ -422,18 +448,27 @@ class Story:
         self._summary(await self.handle.result())
 
     async def _abandon(self) -> None:
-        """A run left behind would wait forever on a queue nobody polls: terminate it."""
-        if self.handle is None:
-            return
-        from temporalio.client import WorkflowExecutionStatus
+        """A run left behind would wait forever on a queue nobody polls: terminate it.
 
-        try:
-            description = await self.handle.describe()
-            if description.status == WorkflowExecutionStatus.RUNNING:
-                await self.handle.terminate(reason="escalations demo stopped before the end")
-                self.console.print(f"terminated {self.workflow_id} (the demo stopped before the end)")
-        except Exception as exc:  # noqa: BLE001 - reported; the original error is what matters
-            self.console.print(f"[yellow]could not terminate {self.workflow_id}: {escape(str(exc))}[/]")
+        Only runs on this demo's own task queue (nobody else's run of the same id), the latest
+        first (the sweep before the escalation it may be starting); terminating an escalation
+        terminates its postmortem child too."""
+        from temporalio.client import WorkflowExecutionStatus
+        from temporalio.service import RPCError, RPCStatusCode
+
+        for workflow_id in reversed(self.cleanup_ids):
+            handle = self.client.get_workflow_handle(workflow_id)
+            try:
+                description = await handle.describe()
+                if (description.status == WorkflowExecutionStatus.RUNNING
+                        and description.task_queue == self.task_queue):
+                    await handle.terminate(reason="escalations demo stopped before the end")
+                    self.console.print(f"terminated {workflow_id} (the demo stopped before the end)")
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:  # never started: nothing to clean up
+                    self.console.print(f"[yellow]could not terminate {workflow_id}: {escape(str(exc))}[/]")
+            except Exception as exc:  # noqa: BLE001 - reported; the original error is what matters
+                self.console.print(f"[yellow]could not terminate {workflow_id}: {escape(str(exc))}[/]")
 
     async def _story(self) -> None:
         from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -469,6 +504,7 @@ class Story:
         await self.begin("First response & logging")
         self.happened("Tier 1 confirms it from the sync history and error logs: critical impact, "
                       "high-value client, complex integration → escalation criteria met")
+        self.cleanup_ids.append(self.workflow_id)
         try:
             self.handle = await self.client.start_workflow(
                 keys.ESCALATION_WORKFLOW,
@@ -610,7 +646,146 @@ class Story:
         self.happened(f"Knowledge-base entry: {done.kb_article_url if done else '—'}")
         self.say(f"    [dim]state:[/] status [bold]{state.status}[/] · level {escape(state.level_name)} · "
                  "no deadlines left")
+
+        # 8 -------------------------------------------------------------------
+        await self.begin("Auto-escalation with no human action")
+        await self._auto_escalation()
         self.progress.advance(self.task)
+
+    def _sweep_ticket(self) -> Any:
+        """A P3 ticket nobody escalated, as a help desk would send it (POST /tickets)."""
+        from schemas.ticket import Ticket
+
+        now = datetime.now(UTC)
+        return Ticket.model_validate({
+            "id": self.sweep_ticket_id,
+            "customer": {"id": "globex", "name": "Globex Corporation", "segment": "mid-market",
+                         "timezone": "Europe/London"},
+            "subject": "Dashboard export failing for the whole finance team",
+            "status": "open",
+            "opened_at": now,
+            "updated_at": now,
+            "category": "technical",
+            "priority": "P3",
+            "users_affected": 40,
+            "interactions": 1,
+            "integration_id": "exports",
+            "description": "1. Dashboards > Finance > Month-end  2. Export > CSV  3. The export fails with "
+                           "'Export timed out' for every member of the finance team (40 users)",
+            "history": "Globex's finance lead wrote in: nobody in the team can export the month-end "
+                       "dashboard. Tier 1 logged it as a routine P3 and has not escalated it.",
+            "tags": ["exports", "escalations-demo"],
+        })
+
+    async def _auto_escalation(self) -> None:
+        """Step 8: a ticket only stored, a criteria sweep, the escalation it opened, closed again."""
+        from activities.tickets import upsert_tickets
+        from schemas import keys
+        from schemas.escalation import (
+            AcknowledgeCommand,
+            CompletePostmortemCommand,
+            EscalationState,
+            ResolveCommand,
+            postmortem_id_for,
+            workflow_id_for,
+        )
+        from schemas.ticket import SweepInput, SweepResult
+        from workflows.postmortem import PostmortemStatus
+
+        policy = self.policy
+        criteria = policy.criteria
+        if criteria is None or not criteria.rules:
+            raise DemoError(f"policy {policy.name} v{policy.version} has no criteria rules: nothing to sweep")
+        ticket = self._sweep_ticket()
+        swept_id = workflow_id_for(ticket.id)
+        # The sweep scans the table in a moment: everything it may start is cleaned up on failure.
+        self.cleanup_ids += [swept_id, self.sweep_id]
+        [stored] = await upsert_tickets(self.pool, [ticket], source="demo")
+        self.happened(
+            f"{escape(ticket.customer.name)} files [bold]{ticket.id}[/]: [bold]{escape(ticket.subject)}[/] — "
+            f"{ticket.users_affected} users affected, filed as {ticket.priority} ({ticket.category}); "
+            f"nobody escalates it (stored in the tickets table: {stored.outcome}, like POST /tickets)"
+        )
+        every = criteria.sweep_every.total_seconds()
+        self.happened(
+            f"The criteria sweep (the schedule escalation-criteria-sweep runs it every {every:.0f} s ≈ "
+            f"{scaled(every)} on this policy) checks open tickets against the rules, first match wins: "
+            + "; ".join(escape(_rule_text(rule)) for rule in criteria.rules)
+        )
+        self.status("the criteria sweep runs")
+        # Only the demo's ticket: a sweep of the whole table would escalate other people's
+        # tickets onto this demo's temporary task queue.
+        result: SweepResult = await self.client.execute_workflow(
+            keys.SWEEP_WORKFLOW,
+            SweepInput(policy=policy.name, ticket_ids=[ticket.id]),
+            id=self.sweep_id,
+            task_queue=self.task_queue,
+            result_type=SweepResult,
+            execution_timeout=timedelta(seconds=self.options.timeout),
+            static_summary=f"Demo criteria sweep · policy {policy.name} v{policy.version} · only {ticket.id}",
+        )
+        skipped = "; ".join(f"{s.ticket_id} {s.reason.replace('_', ' ')}" + (f": {s.message}" if s.message else "")
+                            for s in result.skipped_tickets)
+        self.happened(
+            f"One CriteriaSweepWorkflow run ({self.sweep_id}, only {ticket.id}): checked [bold]{result.checked}[/] · "
+            f"matched [bold]{result.matched}[/] · started [bold]{result.started}[/] · skipped [bold]{result.skipped}[/]"
+            + (f" ({escape(skipped)})" if skipped else "")
+        )
+        link = ui_link(self.connection, self.sweep_id)
+        if link:
+            self.progress.console.print(f"    Temporal UI: {link}", soft_wrap=True, markup=False)
+        if not any(s.ticket_id == ticket.id for s in result.started_tickets):
+            raise DemoError(
+                f"the sweep did not escalate {ticket.id}"
+                + (f" ({skipped})" if skipped else " (no rule matched)")
+                + "; if another sweep (the stack's schedule) got there first, run the demo again"
+            )
+
+        run = self.client.get_workflow_handle(swept_id, result_type=EscalationState)
+        state = await self.until(lambda s: True, "opening the swept escalation", run=run)
+        trigger = state.trigger
+        self.happened(
+            f"The sweep opened [bold]{state.priority}[/] escalation [bold]{state.workflow_id}[/] on its own: "
+            f"trigger source [bold]{trigger.source}[/] · criterion [bold]{escape(trigger.criterion or '—')}[/] · "
+            f"“{escape(trigger.detail or '')}” (a {state.kind} escalation; the ticket was filed as {ticket.priority})"
+        )
+        link = ui_link(self.connection, state.workflow_id)
+        if link:
+            self.progress.console.print(f"    Temporal UI: {link}", soft_wrap=True, markup=False)
+        self.state_line(state)
+        await self.messages("opened", escalation_id=state.escalation_id)
+
+        await self.pause()
+        responder = f"Priya Nair ({policy.responder_name(state.level)})"
+        state = await self.update("acknowledge", AcknowledgeCommand(by=responder), run=run)
+        self.happened(f"{escape(state.acknowledged_by or '')} acknowledges it: the first human action, "
+                      "after the escalation was already open and paged")
+        state = await self.update("resolve", ResolveCommand(
+            by=responder,
+            root_cause="Exports over 50,000 rows hit the export worker's 30 s time-out since this morning's release.",
+            mitigation="Time-out raised and the export streamed in chunks; the finance team exported again.",
+            preventive_actions=["Load test exports with month-end data sizes before each release"],
+        ), run=run)
+        postmortem = state.postmortem
+        assert postmortem is not None, "a resolved escalation has a postmortem task"
+        await self.client.get_workflow_handle(postmortem_id_for(ticket.id)).execute_update(
+            "complete",
+            CompletePostmortemCommand(
+                by=responder,
+                summary=f"P3 ticket auto-escalated to P1 by the sweep ({trigger.detail}); fixed the same day.",
+                root_cause="Export time-out too short for month-end data volumes.",
+                improvements=["Alert when export failures spike for one customer"],
+            ),
+            result_type=PostmortemStatus,
+        )
+        self.swept = await asyncio.wait_for(run.result(), self.options.timeout)
+        self.happened(
+            f"Resolved ({escape(state.resolution.root_cause if state.resolution else '')}); postmortem "
+            f"{postmortem.workflow_id} completed — escalation {self.swept.workflow_id} is [bold]{self.swept.status}[/]"
+        )
+        self.say(f"    [dim]state:[/] status [bold]{self.swept.status}[/] · level {escape(self.swept.level_name)} · "
+                 f"trigger {self.swept.trigger.source}: {escape(self.swept.trigger.detail or '')} · "
+                 f"nothing left on task queue {self.task_queue}")
 
     def _summary(self, state: Any) -> None:
         elapsed = time.monotonic() - self.started
@@ -632,6 +807,11 @@ class Story:
             ("postmortem", state.postmortem.kb_article_url or "—" if state.postmortem else "—"),
             ("workflow", f"{state.workflow_id} (escalation id {state.escalation_id})"),
         ]
+        if self.swept is not None:
+            swept = self.swept
+            rows.append(("auto-escalated", f"{swept.ticket_id} ({swept.customer.name}) by the criteria sweep "
+                                           f"{self.sweep_id}: {swept.trigger.detail} → {swept.priority} "
+                                           f"{swept.workflow_id}, {swept.status}"))
         for key, value in rows:
             table.add_row(key, escape(value))
         self.console.print()

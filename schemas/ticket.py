@@ -152,11 +152,18 @@ class TicketFacts(BaseModel):
     segment: str | None = None
 
 
+MAX_SWEEP_TICKETS = 1000
+
+
 class SweepInput(BaseModel):
     """Input of ``CriteriaSweepWorkflow`` (the schedule passes only ``policy``)."""
 
     policy: str | None = Field(default=None, description="policy name; None: the worker's default")
     page_size: int = Field(default=500, ge=1, le=5000)
+    ticket_ids: list[TicketId] | None = Field(
+        default=None, max_length=MAX_SWEEP_TICKETS,
+        description="only these tickets (the demo's own sweep); None: every ticket (the schedule)",
+    )
     # Carried across continue-as-new only:
     after_id: str = ""
     as_of: AwareDatetime | None = None
@@ -166,6 +173,8 @@ class SweepInput(BaseModel):
 class CandidateQuery(BaseModel):
     after_id: str = ""
     limit: int = Field(ge=1, le=5000)
+    ticket_ids: list[str] | None = Field(default=None, max_length=MAX_SWEEP_TICKETS,
+                                         description="only these tickets; None: every ticket")
 
 
 class CandidatePage(BaseModel):

@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from activities.tickets import upsert_tickets
+from db.pool import create_pool
 from schemas import keys
-from schemas.escalation import EscalationState
+from schemas.escalation import EscalationState, postmortem_id_for
+from schemas.ticket import SweepResult, Ticket
 from stack.fake_jira import FakeJira
 from starter import app
 
@@ -59,6 +66,10 @@ async def test_demo_replays_the_blog_example_until_closed(
         "ESCALATION_UI_URL": UI_URL,
         "COLUMNS": "400",
     })
+    # Someone else's ticket that meets the demo policy's many-users rule: the demo's sweep
+    # must leave it alone (it would land on the demo's temporary task queue).
+    bystander = f"OTHER-{uuid.uuid4().hex[:6]}"
+    await _store_ticket(database_url, bystander)
     # An empty working directory and a data dir without stack.json: everything comes from
     # the environment and the installed package.
     code, output, elapsed = await run_demo(
@@ -71,10 +82,12 @@ async def test_demo_replays_the_blog_example_until_closed(
 
     # The narration: the time scale, each blog step, the auto-escalation, Jira, the link.
     assert "1 s = 1 min" in output
-    for step in ("Initial contact", "First response & logging", "Escalation to Tier 2 / Engineering",
-                 "Customer communication", "Root cause identified", "Resolution & follow-up",
-                 "Postmortem & improvement"):
-        assert step in output, step
+    for number, step in enumerate(
+        ("Initial contact", "First response & logging", "Escalation to Tier 2 / Engineering",
+         "Customer communication", "Root cause identified", "Resolution & follow-up",
+         "Postmortem & improvement", "Auto-escalation with no human action"), start=1,
+    ):
+        assert f"Step {number}/8 · {step}" in output, step
     assert "tier2 → engineering (auto: true)" in output
     assert "Ticket moved to Jira: ESC-1" in output
     assert "every 2 hours until resolved" in output
@@ -129,6 +142,82 @@ async def test_demo_replays_the_blog_example_until_closed(
         assert expected in types, expected
     assert issue == "ESC-1"
     assert failed == 0
+
+    await _check_the_sweep_step(client, database_url, output, task_queue=described.task_queue, bystander=bystander)
+
+
+async def _store_ticket(database_url: str, ticket_id: str) -> None:
+    now = datetime.now(UTC)
+    pool = await create_pool(database_url, max_size=1)
+    try:
+        await upsert_tickets(pool, [Ticket.model_validate({
+            "id": ticket_id, "customer": {"id": "initech", "name": "Initech"}, "subject": "Login broken",
+            "status": "open", "opened_at": now - timedelta(hours=1), "updated_at": now, "users_affected": 99,
+        })], source="api")
+    finally:
+        await pool.close()
+
+
+async def _check_the_sweep_step(client, database_url: str, output: str, *, task_queue: str, bystander: str) -> None:
+    """Step 8: a stored ticket, one sweep restricted to it, the escalation it opened, closed again."""
+    suffix = task_queue.removeprefix("demo-")
+    ticket_id, sweep_id = f"T-{suffix}", f"demo-sweep-{suffix}"
+    detail = "many-users: users_affected=40 ≥ 10"
+    assert f"Globex Corporation files {ticket_id}: Dashboard export failing for the whole finance team" in output
+    assert "many-users: users_affected_at_least 10 → priority P1" in output
+    assert f"One CriteriaSweepWorkflow run ({sweep_id}, only {ticket_id}): " \
+           "checked 1 · matched 1 · started 1 · skipped 0" in output
+    assert f"{UI_URL}/namespaces/default/workflows/{sweep_id}" in output
+    assert f"The sweep opened P1 escalation escalation-{ticket_id} on its own: trigger source sweep · " \
+           f"criterion many-users · “{detail}”" in output
+    assert re.search(rf"escalation escalation-{re.escape(ticket_id)} is closed", output), output
+    assert f"nothing left on task queue {task_queue}" in output
+    assert re.search(rf"auto-escalated\W+{re.escape(ticket_id)} \(Globex Corporation\) by the criteria sweep "
+                     rf"{re.escape(sweep_id)}: {re.escape(detail)} → P1 escalation-{re.escape(ticket_id)}, closed",
+                     output), output
+
+    sweep = client.get_workflow_handle(sweep_id, result_type=SweepResult)
+    described = await sweep.describe()
+    assert described.status == WorkflowExecutionStatus.COMPLETED and described.task_queue == task_queue
+    assert await described.static_summary() == f"Demo criteria sweep · policy demo v2 · only {ticket_id}"
+    result = await sweep.result()
+    assert (result.checked, result.matched, result.started, result.skipped) == (1, 1, 1, 0), result
+    assert [(s.ticket_id, s.rule, s.detail) for s in result.started_tickets] == [(ticket_id, "many-users", detail)]
+
+    swept = client.get_workflow_handle(f"escalation-{ticket_id}", result_type=EscalationState)
+    state = await swept.result()
+    assert (state.status, state.priority, state.kind, state.customer.id) == ("closed", "P1", "priority", "globex")
+    assert (state.trigger.source, state.trigger.criterion, state.trigger.detail) == ("sweep", "many-users", detail)
+    assert state.acknowledged_by and state.resolution is not None
+    assert state.postmortem is not None and state.postmortem.completed_at is not None
+    assert state.notifications_failed == 0
+    # Nothing is left running on the demo's temporary task queue.
+    for workflow_id in (sweep_id, f"escalation-{ticket_id}", postmortem_id_for(ticket_id)):
+        described = await client.get_workflow_handle(workflow_id).describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED, workflow_id
+        assert described.task_queue == task_queue, workflow_id
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchrow("SELECT status, priority, users_affected, source FROM tickets WHERE id = $1",
+                                     ticket_id)
+        links = await conn.fetch("SELECT run_id, rule, detail, sweep_id FROM ticket_escalations WHERE ticket_id = $1",
+                                 ticket_id)
+        others = await conn.fetchval("SELECT count(*) FROM ticket_escalations WHERE ticket_id <> $1", ticket_id)
+        types = [r["type"] for r in await conn.fetch(
+            "SELECT type FROM escalation_events WHERE escalation_id = $1 ORDER BY seq", state.escalation_id)]
+    finally:
+        await conn.close()
+    assert dict(stored) == {"status": "open", "priority": "P3", "users_affected": 40, "source": "demo"}
+    assert [(r["run_id"], r["rule"], r["detail"]) for r in links] == [(state.escalation_id, "many-users", detail)]
+    assert links[0]["sweep_id"].startswith(f"{sweep_id}/")
+    assert others == 0  # the sweep was restricted to the demo's ticket
+    assert bystander not in output
+    with pytest.raises(RPCError) as missing:
+        await client.get_workflow_handle(f"escalation-{bystander}").describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
+    assert types[0] == "opened" and types[-1] == "closed"
+    assert "acknowledged" in types and "resolved" in types and "postmortem_completed" in types
 
 
 def test_demo_without_a_stack_says_how_to_get_one(tmp_path: Path) -> None:

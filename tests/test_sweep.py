@@ -38,7 +38,7 @@ from schemas.escalation import (
     workflow_id_for,
 )
 from schemas.policy import load_policy_file
-from schemas.ticket import EscalateBatch, SweepInput, SweepMatch, SweepResult, Ticket
+from schemas.ticket import CandidateQuery, EscalateBatch, SweepInput, SweepMatch, SweepResult, Ticket
 from starter import app as cli
 from tests.conftest import current_state, eventually
 from workflows.escalation import EscalationWorkflow
@@ -396,11 +396,54 @@ async def test_escalate_activity_is_idempotent_on_retry(client, task_queue, pg_p
 
 
 async def test_candidate_query_is_served_by_the_index(pg_pool):
-    async with pg_pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch(
-            "EXPLAIN " + CANDIDATES.replace("$1", "interval '15 minutes'").replace("$2", "''").replace("$3", "500")))
-    assert "tickets_sweep" in plan, plan
+    for only in ("NULL", "ARRAY['T-1', 'T-2']"):  # every ticket (the schedule), or listed ones (the demo)
+        async with pg_pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN " + CANDIDATES.replace("$1", "interval '15 minutes'").replace("$2", "''")
+                .replace("$3", "500").replace("$4", only)))
+        assert "tickets_sweep" in plan, (only, plan)
+
+
+async def test_restricted_sweep_touches_only_the_listed_tickets(client, task_queue, pg_pool, policy_file, tag):
+    """``ticket_ids`` (the demo's own sweep): other eligible tickets stay untouched, across pages
+    and continue-as-new; the next unrestricted sweep (the schedule's) still finds them."""
+    listed = [f"only{n:02d}-{tag}" for n in range(22)]  # 22 one-ticket pages + 1: continues as new
+    hot = {listed[0], listed[21]}
+    # Unlisted tickets that meet a rule, sorted between and after the listed ones.
+    others = [f"only00x-{tag}", f"only10x-{tag}", f"zz-other-{tag}"]
+    await put(pg_pool, *(ticket(i, users_affected=40 if i in hot else 1) for i in listed),
+              *(ticket(i, users_affected=50) for i in others))
+    async with sweep_worker(client, task_queue, pg_pool, policy_file) as activities:
+        env = ActivityEnvironment()
+        nothing = await env.run(activities.find_sweep_candidates, CandidateQuery(limit=100, ticket_ids=[]))
+        assert nothing.tickets == []
+        some = await env.run(activities.find_sweep_candidates,
+                             CandidateQuery(limit=100, ticket_ids=[others[1], listed[3], f"missing-{tag}"]))
+        assert [t.id for t in some.tickets] == [listed[3], others[1]]
+
+        handle = await client.start_workflow(
+            CriteriaSweepWorkflow.run, SweepInput(page_size=1, ticket_ids=[*listed, f"missing-{tag}"]),
+            id=f"sweep-only-{tag}", task_queue=task_queue, execution_timeout=timedelta(seconds=90),
+        )
+        result = await handle.result()
+        assert (result.checked, result.matched, result.started, result.skipped) == (22, 2, 2, 0), result
+        assert result.pages == 23
+        assert sorted(s.ticket_id for s in result.started_tickets) == sorted(hot)
+        assert result.note == f"restricted to 23 listed ticket(s): {listed[0]}, {listed[1]}, {listed[2]} …"
+        description = await handle.describe()
+        assert description.run_id != handle.first_execution_run_id  # the restriction survived continue-as-new
+        for other in others:
+            assert await links(pg_pool, other) == []
+            with pytest.raises(RPCError) as missing:
+                await client.get_workflow_handle(workflow_id_for(other)).describe()
+            assert missing.value.status == RPCStatusCode.NOT_FOUND
+        for hot_id in hot:
+            assert (await state_of(client, hot_id)).trigger.detail == "many-users: users_affected=40 ≥ 10"
+
+        everything = await sweep(client, task_queue)
+        assert sorted(s.ticket_id for s in everything.started_tickets) == sorted(others), everything
+        assert everything.note is None
 
 
 async def test_schedule_is_installed_idempotently_and_runs(client, task_queue, pg_pool, tmp_path, tag):

@@ -5,7 +5,9 @@ Run by the Temporal Schedule ``escalation-criteria-sweep`` every ``criteria.swee
 
 1. loads the policy (activity ``load_policy``);
 2. pages through candidate tickets (activity ``find_sweep_candidates``: open tickets with no
-   open escalation whose current version was not escalated yet, keyset pages by id);
+   open escalation whose current version was not escalated yet, keyset pages by id; only the
+   input's ``ticket_ids`` when it lists some, as the demo's own sweep does; the schedule
+   never sets it);
 3. matches each against the rules here, with the run's ``workflow.now()`` as the instant
    (pure ``workflows.criteria``: the first matching rule wins);
 4. hands the matches to ``escalate_tickets``, which claims each ticket version in Postgres
@@ -64,6 +66,8 @@ class CriteriaSweepWorkflow:
         )
         as_of = input.as_of or workflow.now()
         result = input.carried or SweepResult(policy=policy.name, policy_version=policy.version, as_of=as_of)
+        if input.carried is None and input.ticket_ids is not None:
+            result.note = f"restricted to {len(input.ticket_ids)} listed ticket(s): {_listed(input.ticket_ids)}"
         self._result = result
         rules = policy.criteria.rules if policy.criteria else []
         if not rules:
@@ -74,14 +78,15 @@ class CriteriaSweepWorkflow:
         sweep_id = f"{info.workflow_id}/{info.first_execution_run_id}"
         cursor = input.after_id
         pages_here = 0
+        only = "" if input.ticket_ids is None else f" among {_listed(input.ticket_ids)}"
         while True:
             page = await workflow.execute_activity(
                 FIND_CANDIDATES,
-                CandidateQuery(after_id=cursor, limit=input.page_size),
+                CandidateQuery(after_id=cursor, limit=input.page_size, ticket_ids=input.ticket_ids),
                 result_type=CandidatePage,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RETRY,
-                summary=f"candidate tickets after {cursor!r}" if cursor else "candidate tickets",
+                summary=(f"candidate tickets after {cursor!r}" if cursor else "candidate tickets") + only,
             )
             result.pages += 1
             result.checked += len(page.tickets)
@@ -114,14 +119,14 @@ class CriteriaSweepWorkflow:
             pages_here += 1
             if pages_here >= PAGES_PER_RUN or workflow.info().is_continue_as_new_suggested():
                 workflow.continue_as_new(SweepInput(
-                    policy=input.policy, page_size=input.page_size, after_id=cursor, as_of=as_of,
-                    carried=result,
+                    policy=input.policy, page_size=input.page_size, ticket_ids=input.ticket_ids,
+                    after_id=cursor, as_of=as_of, carried=result,
                 ))
         return result
 
     async def _escalate(self, sweep_id: str, policy: str, matches: list[SweepMatch]) -> None:
         assert self._result is not None
-        names = ", ".join(m.ticket_id for m in matches[:3]) + (" …" if len(matches) > 3 else "")
+        names = _listed([m.ticket_id for m in matches])
         outcome = await workflow.execute_activity(
             ESCALATE_TICKETS,
             EscalateBatch(sweep_id=sweep_id, policy=policy, matches=matches),
@@ -151,6 +156,11 @@ class CriteriaSweepWorkflow:
 
     def _show(self) -> None:
         workflow.set_current_details(details_markdown(self._result) if self._result else "")
+
+
+def _listed(ids: list[str]) -> str:
+    """``a, b, c …``: the first three ids, for activity summaries."""
+    return ", ".join(ids[:3]) + (" …" if len(ids) > 3 else "") if ids else "no tickets"
 
 
 def details_markdown(result: SweepResult) -> str:
