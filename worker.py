@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.notifications import NotificationActivities, NotificationSettings
 from activities.policy import PolicyActivities, PolicySource
@@ -47,11 +49,19 @@ class WorkerSettings:
     database_url: str
     policy_file: str | None
     max_cached_workflows: int = 10_000
-    max_concurrent_activities: int = 200
-    max_concurrent_local_activities: int = 200
-    max_concurrent_workflow_tasks: int = 200
+    # Few workflow tasks at a time: activations share one GIL, so 200 in flight made every
+    # one slow (tasks over 5 s, time-outs, cache evictions) without adding throughput; see
+    # docs/benchmarks.md. Deliveries and local activities are I/O and get more room.
+    max_concurrent_activities: int = 50
+    max_concurrent_local_activities: int = 20
+    max_concurrent_workflow_tasks: int = 5
     sticky_queue_timeout: timedelta = timedelta(seconds=3)
     pool_size: int = 20
+    # False: the workflow modules are passed through the sandbox instead of being re-imported
+    # for every run (measured: ~0.4 MB per cached run and ~10 ms of CPU per new run otherwise);
+    # True keeps the full sandbox, which also guards those modules against non-deterministic
+    # calls (use it in development and tests). ESCALATION_STRICT_SANDBOX=true.
+    strict_sandbox: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "WorkerSettings":
@@ -62,8 +72,31 @@ class WorkerSettings:
             task_queue=environ.get("ESCALATION_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             database_url=database_url,
             policy_file=environ.get("ESCALATION_POLICY_FILE") or None,
-            max_cached_workflows=int(environ.get("ESCALATION_MAX_CACHED_WORKFLOWS", "10000")),
+            max_cached_workflows=_whole(environ, "ESCALATION_MAX_CACHED_WORKFLOWS", cls.max_cached_workflows),
+            max_concurrent_activities=_whole(environ, "ESCALATION_MAX_CONCURRENT_ACTIVITIES",
+                                             cls.max_concurrent_activities),
+            max_concurrent_local_activities=_whole(environ, "ESCALATION_MAX_CONCURRENT_LOCAL_ACTIVITIES",
+                                                   cls.max_concurrent_local_activities),
+            max_concurrent_workflow_tasks=_whole(environ, "ESCALATION_MAX_CONCURRENT_WORKFLOW_TASKS",
+                                                 cls.max_concurrent_workflow_tasks),
+            sticky_queue_timeout=timedelta(seconds=_whole(environ, "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS",
+                                                          int(cls.sticky_queue_timeout.total_seconds()))),
+            pool_size=_whole(environ, "ESCALATION_DB_POOL_SIZE", cls.pool_size),
+            strict_sandbox=(environ.get("ESCALATION_STRICT_SANDBOX") or "").strip().lower() in ("1", "true", "yes"),
         )
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: expected a whole number") from None
+    if number < 1:
+        raise ConfigError(f"{name}={value!r}: must be at least 1")
+    return number
 
 
 async def connect_client(environ: Mapping[str, str] | None = None) -> Client:
@@ -98,12 +131,27 @@ def build_worker(
             tickets.find_sweep_candidates,
             tickets.escalate_tickets,
         ],
-        max_cached_workflows=settings.max_cached_workflows,
-        max_concurrent_activities=settings.max_concurrent_activities,
-        max_concurrent_local_activities=settings.max_concurrent_local_activities,
-        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-        sticky_queue_schedule_to_start_timeout=settings.sticky_queue_timeout,
+        **worker_options(settings, WORKFLOW_MODULES),
     )
+
+
+# The modules that define workflows (deterministic by the house rules, checked by replay tests).
+WORKFLOW_MODULES = ("workflows.escalation", "workflows.postmortem", "workflows.sweep")
+
+
+def worker_options(settings: WorkerSettings, workflow_modules: tuple[str, ...]) -> dict[str, Any]:
+    """The tuning keyword arguments of ``Worker`` (shared with the benchmark's baseline worker)."""
+    restrictions = SandboxRestrictions.default
+    if not settings.strict_sandbox:
+        restrictions = restrictions.with_passthrough_modules(*workflow_modules)
+    return {
+        "workflow_runner": SandboxedWorkflowRunner(restrictions=restrictions),
+        "max_cached_workflows": settings.max_cached_workflows,
+        "max_concurrent_activities": settings.max_concurrent_activities,
+        "max_concurrent_local_activities": settings.max_concurrent_local_activities,
+        "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
+        "sticky_queue_schedule_to_start_timeout": settings.sticky_queue_timeout,
+    }
 
 
 async def run_worker(environ: Mapping[str, str], stop: asyncio.Event | None = None) -> None:

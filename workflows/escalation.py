@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
@@ -71,19 +70,9 @@ DELIVERY_RETRY = RetryPolicy(
 )
 
 
-class RunState(BaseModel):
-    """Everything a run needs to go on; the continue-as-new payload."""
-
-    view: EscalationState
-    policy: Policy
-    clocks: clk.ClockSet
-    fingerprint: str
-
-
-class EscalationRunInput(EscalationRequest):
-    """The workflow input: a request, plus the carried state after continue-as-new."""
-
-    carried: RunState | None = None
+# Defined in workflows/clocks.py (passed through the sandbox: built once per worker process).
+RunState = clk.RunState
+EscalationRunInput = clk.EscalationRunInput
 
 
 @dataclass
@@ -786,7 +775,11 @@ class EscalationWorkflow:
     # -- committing changes -------------------------------------------------
 
     def _draft(self) -> RunState:
-        return self._state.model_copy(deep=True)
+        """A copy to change. The policy is never changed in place (apply_policy swaps it), so it
+        is shared rather than deep-copied on every transition."""
+        state = self._state
+        return state.model_copy(update={"view": state.view.model_copy(deep=True),
+                                        "clocks": state.clocks.model_copy(deep=True)})
 
     async def _commit(self, draft: RunState, changes: list[Change]) -> None:
         """Store the events (and queue their notifications) in one local activity, then adopt."""

@@ -1,0 +1,30 @@
+"""``python -m bench [--quick] [--scenario NAME ...]`` runs the benchmarks;
+``python -m bench report`` regenerates docs/benchmarks.md from bench/results/*.json."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from commands.bench import bench
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["report"]:
+        argv = ["--report", *argv[1:]]
+    try:
+        app = typer.Typer(add_completion=False)
+        app.command()(bench)
+        typer.main.get_command(app)(argv, standalone_mode=True)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # temporalio's runtime threads can abort interpreter finalization (sdk-python#300)
+
+
+main()
