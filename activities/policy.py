@@ -26,10 +26,28 @@ def packaged_policy(name: str) -> Path:
 
 @dataclass(frozen=True)
 class PolicySource:
-    """Where policies come from: the default file, then named files beside it or packaged."""
+    """Where policies come from: the default file, then named files beside it or packaged.
+
+    Parsed files are kept by (path, modification time, size), so an edited file is read
+    again and an unchanged one is not parsed on every escalation opened.
+    """
 
     default_file: Path
     search_dirs: list[Path] = field(default_factory=list)
+    _parsed: dict[Path, tuple[tuple[int, int], Policy]] = field(default_factory=dict, compare=False, repr=False)
+
+    def _read(self, path: Path) -> Policy:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise PolicyError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+        version = (stat.st_mtime_ns, stat.st_size)
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        policy = load_policy_file(path)
+        self._parsed[path] = (version, policy)
+        return policy
 
     @classmethod
     def from_setting(cls, policy_file: str | None) -> "PolicySource":
@@ -40,13 +58,13 @@ class PolicySource:
         return cls(default_file=default, search_dirs=dirs)
 
     def load(self, name: str | None) -> Policy:
-        default = load_policy_file(self.default_file)
+        default = self._read(self.default_file)
         if name is None or name == default.name:
             return default
         for folder in self.search_dirs:
             candidate = folder / f"{name}.yaml"
             if candidate.exists():
-                policy = load_policy_file(candidate)
+                policy = self._read(candidate)
                 if policy.name != name:
                     raise PolicyError(str(candidate), [f"name: is {policy.name!r}, expected {name!r}"])
                 return policy

@@ -33,12 +33,11 @@ import asyncpg
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from schemas import keys
-from schemas.escalation import details_for, summary_for, workflow_id_for
+from schemas.escalation import start_options, workflow_id_for
 from schemas.ticket import (
     DONE_STATUSES,
     ESCALATE_TICKETS,
@@ -214,13 +213,9 @@ class TicketActivities:
             handle = await self._client.start_workflow(
                 keys.ESCALATION_WORKFLOW,
                 request,
-                id=workflow_id,
                 task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                static_summary=summary_for(request),
-                static_details=details_for(request),
                 memo={MEMO_CLAIM: key, "sweep": batch.sweep_id},
+                **start_options(request),
             )
         except WorkflowAlreadyStartedError:
             # The read model lags behind Temporal: an escalation is running after all.

@@ -43,7 +43,6 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -61,9 +60,8 @@ from schemas.escalation import (
     ResumeCommand,
     Status,
     TriggerSource,
-    details_for,
     postmortem_id_for,
-    summary_for,
+    start_options,
     workflow_id_for,
 )
 from schemas.policy import Kind, Policy, PolicyError, Priority
@@ -171,13 +169,9 @@ async def start_escalation(
         return await client.start_workflow(
             keys.ESCALATION_WORKFLOW,
             request,
-            id=request.workflow_id,
             task_queue=task_queue,
             result_type=EscalationState,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            static_summary=summary_for(request),
-            static_details=details_for(request),
+            **start_options(request),
         )
     except WorkflowAlreadyStartedError as err:
         raise EscalationAlreadyOpen(request.ticket_id, err.workflow_id, err.run_id) from None

@@ -480,9 +480,8 @@ class Story:
             CompletePostmortemCommand,
             EscalationState,
             ResolveCommand,
-            details_for,
             postmortem_id_for,
-            summary_for,
+            start_options,
         )
         from workflows.postmortem import PostmortemStatus
 
@@ -509,11 +508,9 @@ class Story:
             self.handle = await self.client.start_workflow(
                 keys.ESCALATION_WORKFLOW,
                 request,
-                id=self.workflow_id,
                 task_queue=self.task_queue,
                 result_type=EscalationState,
-                static_summary=summary_for(request),
-                static_details=details_for(request),
+                **start_options(request),
             )
         except WorkflowAlreadyStartedError:
             raise DemoError(f"{self.workflow_id} is already running; pick another --ticket") from None

@@ -17,6 +17,8 @@ class EventBatch(BaseModel):
     ticket_id: str
     events: list[DomainEvent] = Field(min_length=1)
     intents: list[NotificationIntent] = Field(default_factory=list)
+    run_id: str = Field(default="", description="the run whose workflow task decided the events")
+    decided_in: int = Field(default=0, description="history length when that workflow task started")
 
 
 class RepeatQuery(BaseModel):

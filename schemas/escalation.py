@@ -6,7 +6,9 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
+from schemas.keys import WORKFLOW_TASK_TIMEOUT
 from schemas.policy import Channel, Kind, Priority
 from schemas.text import reject_nul
 
@@ -102,6 +104,18 @@ class EscalationRequest(Model):
 
 def workflow_id_for(ticket_id: str) -> str:
     return f"escalation-{ticket_id}"
+
+
+def start_options(request: EscalationRequest) -> dict[str, Any]:
+    """How every starter (API, CLI, sweep, demo) starts an escalation: one place for it."""
+    return {
+        "id": request.workflow_id,
+        "static_summary": summary_for(request),
+        "static_details": details_for(request),
+        "task_timeout": WORKFLOW_TASK_TIMEOUT,
+        "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+        "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    }
 
 
 def postmortem_id_for(ticket_id: str) -> str:

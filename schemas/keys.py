@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.common import SearchAttributeKey
 
 DEFAULT_TASK_QUEUE = "escalations"
 ESCALATION_WORKFLOW = "EscalationWorkflow"
 POSTMORTEM_WORKFLOW = "PostmortemWorkflow"
 SWEEP_WORKFLOW = "CriteriaSweepWorkflow"
+
+# A workflow task started by a worker that then died is retried only after this; the
+# server's default (10 s) would make every deadline due during a crash that much later.
+# Tasks take milliseconds (the longest holds one local Postgres write).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=4)
 
 PRIORITY = SearchAttributeKey.for_keyword("EscalationPriority")
 LEVEL = SearchAttributeKey.for_keyword("EscalationLevel")

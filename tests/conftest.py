@@ -40,7 +40,7 @@ from activities.tickets import TicketActivities
 from db.migrate import migrate
 from db.pool import create_pool
 from schemas import keys
-from schemas.escalation import EscalationRequest, EscalationState
+from schemas.escalation import EscalationRequest, EscalationState, start_options
 from stack.postgres import EmbeddedPostgres
 from worker import WorkerSettings, build_worker
 
@@ -220,6 +220,7 @@ async def running_worker(
             settings=WorkerSettings(
                 task_queue=task_queue, database_url="", policy_file=str(path),
                 sticky_queue_timeout=timedelta(seconds=1),
+                strict_sandbox=True,  # keep the sandbox's determinism checks on workflow modules
             ),
         )
         async with worker:
@@ -282,16 +283,9 @@ def blog_request(ticket_id: str | None = None, **overrides: Any) -> EscalationRe
 async def start_escalation(
     client: Client, request: EscalationRequest, task_queue: str
 ) -> WorkflowHandle[Any, EscalationState]:
-    from schemas.escalation import details_for, summary_for
-
     return await client.start_workflow(
-        keys.ESCALATION_WORKFLOW,
-        request,
-        id=request.workflow_id,
-        task_queue=task_queue,
-        result_type=EscalationState,
-        static_summary=summary_for(request),
-        static_details=details_for(request),
+        keys.ESCALATION_WORKFLOW, request, task_queue=task_queue, result_type=EscalationState,
+        **start_options(request),
     )
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
         ApplyPolicyCommand,
         Consulted,
         Contact,
-        Counts,
         Deadlines,
         DomainEvent,
         EscalateCommand,
@@ -42,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         Resolution,
         ResolveCommand,
         ResumeCommand,
-        details_for,
         postmortem_id_for,
         summary_for,
     )
@@ -657,6 +655,7 @@ class EscalationWorkflow:
                 ),
                 id=view.postmortem.workflow_id,
                 task_queue=workflow.info().task_queue,
+                task_timeout=workflow.info().task_timeout,
                 static_summary=f"Postmortem · {summary_for(self._request)}"[:400],
                 static_details=(
                     f"**Postmortem** of escalation `{view.workflow_id}`\n\n"
@@ -808,7 +807,8 @@ class EscalationWorkflow:
         await workflow.execute_local_activity(
             keys.RECORD_EVENTS,
             EventBatch(escalation_id=view.escalation_id, ticket_id=view.ticket_id,
-                       events=events, intents=intents),
+                       events=events, intents=intents, run_id=workflow.info().run_id,
+                       decided_in=workflow.info().get_current_history_length()),
             result_type=int,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=STORE_RETRY,
@@ -1053,5 +1053,6 @@ class EscalationWorkflow:
         if self._timer is not None and not self._timer[1].done():
             self._timer[1].cancel()
         workflow.continue_as_new(
-            EscalationRunInput(**self._request.model_dump(), carried=state)
+            EscalationRunInput(**self._request.model_dump(), carried=state),
+            task_timeout=workflow.info().task_timeout,
         )

@@ -18,7 +18,7 @@ from bench.bare_workflow import BARE_WORKFLOW, BareInput
 from bench.results import Target
 from bench.stack import BenchStack, Run
 from schemas import keys
-from schemas.escalation import EscalationRequest, EscalationState, details_for, summary_for
+from schemas.escalation import EscalationRequest, EscalationState, start_options
 
 T = TypeVar("T")
 START_CONCURRENCY = 50
@@ -66,8 +66,8 @@ def bench_request(policy: str | None = None, priority: str = "P2", ticket_id: st
 
 async def start_escalation(client: Client, request: EscalationRequest, task_queue: str) -> WorkflowHandle[Any, EscalationState]:
     return await client.start_workflow(
-        keys.ESCALATION_WORKFLOW, request, id=request.workflow_id, task_queue=task_queue,
-        result_type=EscalationState, static_summary=summary_for(request), static_details=details_for(request),
+        keys.ESCALATION_WORKFLOW, request, task_queue=task_queue, result_type=EscalationState,
+        **start_options(request),
     )
 
 
@@ -75,7 +75,7 @@ async def start_bare(client: Client, id: str, task_queue: str, *, deadline: date
                      delay_seconds: float = 1.0) -> WorkflowHandle[Any, None]:
     return await client.start_workflow(
         BARE_WORKFLOW, BareInput(id=id, deadline=deadline, delay_seconds=delay_seconds),
-        id=f"bare-{id}", task_queue=task_queue,
+        id=f"bare-{id}", task_queue=task_queue, task_timeout=keys.WORKFLOW_TASK_TIMEOUT,
     )
 
 
