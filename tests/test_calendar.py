@@ -70,16 +70,16 @@ def test_christmas_eve_skips_the_holiday_and_the_weekend(business_eu):
     assert business_eu.next_change(local(BERLIN, 2026, 12, 24, 17, 0)) == local(
         BERLIN, 2026, 12, 28, 9, 0
     )
-    assert not business_eu.is_open(local(BERLIN, 2026, 12, 25, 10, 0))
+    assert not business_eu.is_working(local(BERLIN, 2026, 12, 25, 10, 0))
 
 
 def test_budget_ending_at_close_is_due_at_the_closing_instant(business_eu):
     saturday = datetime(2026, 12, 12, 11, 0, tzinfo=BERLIN)
     monday_close = local(BERLIN, 2026, 12, 14, 17, 0)
-    assert business_eu.next_open(saturday) == local(BERLIN, 2026, 12, 14, 9, 0)
+    assert business_eu.next_opening(saturday) == local(BERLIN, 2026, 12, 14, 9, 0)
     assert business_eu.add(saturday, 8 * H) == monday_close
-    assert not business_eu.is_open(monday_close)
-    assert business_eu.is_open(monday_close - US)
+    assert not business_eu.is_working(monday_close)
+    assert business_eu.is_working(monday_close - US)
     # From the closing instant the clock continues at the next opening.
     assert business_eu.add(monday_close, H) == local(BERLIN, 2026, 12, 15, 10, 0)
     assert business_eu.add(saturday, 9 * H) == local(BERLIN, 2026, 12, 15, 10, 0)
@@ -93,12 +93,12 @@ def test_zero_work_is_no_wait_even_when_closed(business_eu):
 
 def test_open_close_and_next_change(business_eu):
     monday = datetime(2026, 12, 14, tzinfo=BERLIN)
-    assert not business_eu.is_open(monday.replace(hour=8, minute=59))
-    assert business_eu.is_open(monday.replace(hour=9))
-    assert business_eu.next_open(monday.replace(hour=10)) == monday.replace(hour=10)
+    assert not business_eu.is_working(monday.replace(hour=8, minute=59))
+    assert business_eu.is_working(monday.replace(hour=9))
+    assert business_eu.next_opening(monday.replace(hour=10)) == monday.replace(hour=10)
     assert business_eu.next_change(monday.replace(hour=9)) == local(BERLIN, 2026, 12, 14, 17)
     assert business_eu.next_change(monday.replace(hour=8)) == local(BERLIN, 2026, 12, 14, 9)
-    assert business_eu.next_open(monday.replace(hour=17)) == local(BERLIN, 2026, 12, 15, 9)
+    assert business_eu.next_opening(monday.replace(hour=17)) == local(BERLIN, 2026, 12, 15, 9)
 
 
 def test_between(business_eu):
@@ -159,7 +159,7 @@ def test_berlin_spring_forward_inside_opening_hours():
 def test_opening_in_the_skipped_hour_opens_at_the_jump():
     cal = make("Europe/Berlin", "02:30-05:00", EVERY_DAY)
     midnight = local(BERLIN, 2026, 3, 29, 0, 0)
-    assert cal.next_open(midnight) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST
+    assert cal.next_opening(midnight) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST
     assert cal.between(midnight, midnight + 24 * H) == 2 * H
     assert cal.between(midnight + 24 * H, midnight + 48 * H) == 2 * H + 30 * M
 
@@ -172,14 +172,14 @@ def test_berlin_fall_back_inside_opening_hours():
     assert cal.add(midnight, 2 * H + 30 * M) == local(BERLIN, 2026, 10, 25, 2, 30)
     assert cal.add(midnight, 3 * H + 30 * M) == local(BERLIN, 2026, 10, 25, 2, 30, fold=1)
     assert cal.add(midnight, 7 * H) == local(BERLIN, 2026, 10, 25, 6, 0)
-    assert cal.is_open(local(BERLIN, 2026, 10, 25, 2, 15, fold=1))
+    assert cal.is_working(local(BERLIN, 2026, 10, 25, 2, 15, fold=1))
 
 
 def test_closing_in_the_repeated_hour_closes_at_its_first_occurrence():
     cal = make("Europe/Berlin", "01:00-02:30", EVERY_DAY)
     one = local(BERLIN, 2026, 10, 25, 1, 0)
     assert cal.add(one, 90 * M) == local(BERLIN, 2026, 10, 25, 2, 30)
-    assert not cal.is_open(local(BERLIN, 2026, 10, 25, 2, 15, fold=1))
+    assert not cal.is_working(local(BERLIN, 2026, 10, 25, 2, 15, fold=1))
 
 
 def test_new_york_spring_forward():
@@ -206,7 +206,7 @@ def test_new_york_fall_back():
 def test_hours_entirely_inside_the_gap_give_no_working_time_that_day():
     cal = make("America/New_York", "02:00-02:59", EVERY_DAY)
     midnight = local(NEW_YORK, 2026, 3, 8, 0, 0)
-    assert cal.next_open(midnight) == local(NEW_YORK, 2026, 3, 9, 2, 0)
+    assert cal.next_opening(midnight) == local(NEW_YORK, 2026, 3, 9, 2, 0)
     assert cal.between(midnight, midnight + 23 * H) == timedelta(0)
 
 
@@ -230,8 +230,8 @@ def test_always_open():
     assert ALWAYS_OPEN_CALENDAR.add(start, 4 * H) == local(BERLIN, 2026, 3, 29, 5, 30)
     assert ALWAYS_OPEN_CALENDAR.between(start, start + 90 * M) == 90 * M
     assert ALWAYS_OPEN_CALENDAR.between(start + H, start) == timedelta(0)
-    assert ALWAYS_OPEN_CALENDAR.is_open(start)
-    assert ALWAYS_OPEN_CALENDAR.next_open(start) == start
+    assert ALWAYS_OPEN_CALENDAR.is_working(start)
+    assert ALWAYS_OPEN_CALENDAR.next_opening(start) == start
     assert ALWAYS_OPEN_CALENDAR.next_change(start) is None
 
 
@@ -295,9 +295,9 @@ def test_naive_datetimes_are_rejected(cal):
     with pytest.raises(ValueError, match="timezone-aware"):
         cal.between(aware, naive)
     with pytest.raises(ValueError, match="timezone-aware"):
-        cal.is_open(naive)
+        cal.is_working(naive)
     with pytest.raises(ValueError, match="timezone-aware"):
-        cal.next_open(naive)
+        cal.next_opening(naive)
     with pytest.raises(ValueError, match="timezone-aware"):
         cal.next_change(naive)
 
@@ -315,8 +315,8 @@ def test_calendar_that_never_opens_fails_clearly():
     with pytest.raises(ValueError, match="no working time within"):
         cal.add(start, H)
     with pytest.raises(ValueError, match="no working time within"):
-        cal.next_open(start)
-    assert not cal.is_open(datetime(2026, 1, 5, 10, tzinfo=UTC))
+        cal.next_opening(start)
+    assert not cal.is_working(datetime(2026, 1, 5, 10, tzinfo=UTC))
     assert cal.between(start, start + timedelta(days=30)) == timedelta(0)
 
 
@@ -448,14 +448,14 @@ def test_add_is_additive_and_inverse_of_between(data):
 def test_additive_across_a_closing_instant(data):
     cal = data.draw(calendars())
     t = data.draw(instants(cal.zone.key))
-    closing = cal.next_change(cal.next_open(t))
+    closing = cal.next_change(cal.next_opening(t))
     a = cal.between(t, closing)
     b = data.draw(budgets(cal))
     assert a > timedelta(0)
     assert cal.add(t, a) == closing
     assert cal.add(t, a + b) == cal.add(closing, b)
     if b > timedelta(0):
-        assert cal.add(closing, b) > cal.next_open(closing) >= closing
+        assert cal.add(closing, b) > cal.next_opening(closing) >= closing
 
 
 @PROPERTY
@@ -468,7 +468,7 @@ def test_deadlines_land_in_working_time(data):
     assert due.tzinfo is UTC
     assert due >= t
     if w > timedelta(0):
-        assert cal.is_open(due - US)
+        assert cal.is_working(due - US)
         just_before = due - US
         assert inside_opening_hours(cal, just_before) or ambiguous(cal, just_before)
     else:
@@ -477,14 +477,14 @@ def test_deadlines_land_in_working_time(data):
 
 @PROPERTY
 @given(data=st.data())
-def test_is_open_matches_the_wall_clock(data):
+def test_is_working_matches_the_wall_clock(data):
     cal = data.draw(calendars())
     t = data.draw(instants(cal.zone.key))
-    opening = cal.next_open(t)
+    opening = cal.next_opening(t)
     change = cal.next_change(t)
     for probe in (t, opening - US, opening, change - US, change):
         if not ambiguous(cal, probe):
-            assert cal.is_open(probe) == inside_opening_hours(cal, probe), probe
+            assert cal.is_working(probe) == inside_opening_hours(cal, probe), probe
 
 
 @PROPERTY
@@ -498,7 +498,7 @@ def test_every_boundary_around_a_switch_matches_the_wall_clock(data):
         t = cal.next_change(t)
         for probe in (t - US, t):
             if not ambiguous(cal, probe):
-                assert cal.is_open(probe) == inside_opening_hours(cal, probe), probe
+                assert cal.is_working(probe) == inside_opening_hours(cal, probe), probe
 
 
 @PROPERTY
@@ -506,15 +506,15 @@ def test_every_boundary_around_a_switch_matches_the_wall_clock(data):
 def test_next_open_and_next_change(data):
     cal = data.draw(calendars())
     t = data.draw(instants(cal.zone.key))
-    opening = cal.next_open(t)
-    assert opening >= t and cal.is_open(opening)
+    opening = cal.next_opening(t)
+    assert opening >= t and cal.is_working(opening)
     assert cal.between(t, opening) == timedelta(0)
-    assert (opening == t) == cal.is_open(t)
+    assert (opening == t) == cal.is_working(t)
     change = cal.next_change(t)
     assert change > t
-    assert cal.is_open(change - US) == cal.is_open(t)
-    assert cal.is_open(change) != cal.is_open(t)
-    assert cal.between(t, change) == (change - t if cal.is_open(t) else timedelta(0))
+    assert cal.is_working(change - US) == cal.is_working(t)
+    assert cal.is_working(change) != cal.is_working(t)
+    assert cal.between(t, change) == (change - t if cal.is_working(t) else timedelta(0))
 
 
 @PROPERTY

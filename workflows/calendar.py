@@ -87,9 +87,9 @@ class WorkingCalendar(Protocol):
 
     def between(self, start: datetime, end: datetime) -> timedelta: ...
 
-    def is_open(self, at: datetime) -> bool: ...
+    def is_working(self, at: datetime) -> bool: ...
 
-    def next_open(self, at: datetime) -> datetime: ...
+    def next_opening(self, at: datetime) -> datetime: ...
 
     def next_change(self, at: datetime) -> datetime | None: ...
 
@@ -112,11 +112,11 @@ class AlwaysOpenCalendar:
     def between(self, start: datetime, end: datetime) -> timedelta:
         return max(ZERO, aware_utc(end, "end") - aware_utc(start, "start"))
 
-    def is_open(self, at: datetime) -> bool:
+    def is_working(self, at: datetime) -> bool:
         aware_utc(at, "at")
         return True
 
-    def next_open(self, at: datetime) -> datetime:
+    def next_opening(self, at: datetime) -> datetime:
         return aware_utc(at, "at")
 
     def next_change(self, at: datetime) -> datetime | None:
@@ -191,7 +191,7 @@ class BusinessCalendar:
             day += timedelta(days=1)
         return total
 
-    def is_open(self, at: datetime) -> bool:
+    def is_working(self, at: datetime) -> bool:
         """Open on ``[open, close)``: at the closing instant itself the office is closed."""
         at = aware_utc(at, "at")
         today = self._local_date(at)
@@ -201,7 +201,7 @@ class BusinessCalendar:
                 return True
         return False
 
-    def next_open(self, at: datetime) -> datetime:
+    def next_opening(self, at: datetime) -> datetime:
         """``at`` itself when open, else the next opening (ValueError if none for 3 years)."""
         at = aware_utc(at, "at")
         opening, _ = next(self._spans(at))

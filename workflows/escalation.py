@@ -124,7 +124,7 @@ class EscalationWorkflow:
     @workflow.run
     async def run(self, input: EscalationRunInput) -> EscalationState:
         if self._run is None:
-            await self._open()
+            await self._begin()
         else:
             self._publish()
         await self._watch_clocks()
@@ -147,7 +147,7 @@ class EscalationWorkflow:
         assert self._run is not None, "escalation is not open yet"
         return self._run
 
-    async def _open(self) -> None:
+    async def _begin(self) -> None:
         request = self._request
         info = workflow.info()
         policy = await workflow.execute_local_activity(
@@ -424,8 +424,8 @@ class EscalationWorkflow:
         clocks.ack_calendar = self._sla_calendar_name(draft)
         starts = now
         available = routing.responder_calendar(policy, level)
-        if responder.hold_until_available and not available.is_open(now):
-            starts = available.next_open(now)
+        if responder.hold_until_available and not available.is_working(now):
+            starts = available.next_opening(now)
             reason = f"{level} is outside its service hours; held until {starts:%Y-%m-%d %H:%M} UTC"
             entry = PathEntry(from_level=level, to_level=level, reason=reason, auto=True, at=now)
             view.path.append(entry)
@@ -480,7 +480,7 @@ class EscalationWorkflow:
 
     def _check_acknowledge(self, command: AcknowledgeCommand) -> None:
         view = self._state.view
-        self._require_open("acknowledge")
+        self._require_unresolved("acknowledge")
         if command.level is not None and command.level != view.level:
             consulted = next((c for c in view.consulted if c.level == command.level), None)
             if consulted is None:
@@ -515,7 +515,7 @@ class EscalationWorkflow:
             self._check_escalate(command)
 
     def _check_escalate(self, command: EscalateCommand) -> str:
-        self._require_open("escalate")
+        self._require_unresolved("escalate")
         view, policy = self._state.view, self._state.policy
         if command.to_level is None:
             target = policy.next_responder(view.level)
@@ -534,7 +534,7 @@ class EscalationWorkflow:
     async def add_note(self, command: AddNoteCommand) -> EscalationState:
         await workflow.wait_condition(lambda: self._run is not None)
         async with self._lock:
-            self._require_open("add a note")
+            self._require_unresolved("add a note")
             now = workflow.now()
             draft = self._draft()
             draft.view.counts.notes += 1
@@ -557,7 +557,7 @@ class EscalationWorkflow:
     @add_note.validator
     def _validate_add_note(self, command: AddNoteCommand) -> None:
         if self._run is not None:
-            self._require_open("add a note")
+            self._require_unresolved("add a note")
 
     @workflow.update(name="pause")
     async def pause(self, command: PauseCommand) -> EscalationState:
@@ -583,7 +583,7 @@ class EscalationWorkflow:
             self._check_pause()
 
     def _check_pause(self) -> None:
-        self._require_open("pause")
+        self._require_unresolved("pause")
         if self._state.clocks.paused_since is not None:
             raise _invalid(f"cannot pause: escalation {self._state.view.ticket_id} is already paused")
 
@@ -622,7 +622,7 @@ class EscalationWorkflow:
     async def resolve(self, command: ResolveCommand) -> EscalationState:
         await workflow.wait_condition(lambda: self._run is not None)
         async with self._lock:
-            self._require_open("resolve")
+            self._require_unresolved("resolve")
             now = workflow.now()
             draft = self._draft()
             view, policy = draft.view, draft.policy
@@ -688,7 +688,7 @@ class EscalationWorkflow:
     @resolve.validator
     def _validate_resolve(self, command: ResolveCommand) -> None:
         if self._run is not None:
-            self._require_open("resolve")
+            self._require_unresolved("resolve")
 
     @workflow.update(name="apply_policy")
     async def apply_policy(self, command: ApplyPolicyCommand) -> EscalationState:
@@ -728,7 +728,7 @@ class EscalationWorkflow:
             self._check_apply_policy(command)
 
     def _check_apply_policy(self, command: ApplyPolicyCommand) -> None:
-        self._require_open("apply a policy")
+        self._require_unresolved("apply a policy")
         current = self._state.policy
         if command.version <= current.version:
             raise _invalid(f"cannot apply version {command.version}: the run already uses "
@@ -766,7 +766,7 @@ class EscalationWorkflow:
             raise ApplicationError("escalation is still opening; query again shortly", type="NotReady")
         return self._run.view
 
-    def _require_open(self, action: str) -> None:
+    def _require_unresolved(self, action: str) -> None:
         view = self._state.view
         if view.status in ("resolved", "closed"):
             raise _invalid(f"cannot {action}: escalation {view.ticket_id} is {view.status}")
@@ -923,7 +923,7 @@ class EscalationWorkflow:
     def _postmortem_due(self, draft: RunState, now: datetime) -> datetime:
         """Due after ``postmortem_due``; on a business calendar, never outside working hours."""
         due = now + draft.policy.postmortem_due
-        return self._sla_calendar(draft).next_open(due)
+        return self._sla_calendar(draft).next_opening(due)
 
     # -- notifications ------------------------------------------------------
 

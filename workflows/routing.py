@@ -56,7 +56,7 @@ def paged_alongside(policy: Policy, request: EscalationRequest, entry: str) -> s
 def _available(policy: Policy, contact: Contact, at: datetime) -> bool:
     if contact.availability == ALWAYS_OPEN:
         return True
-    return calendar_named(policy, contact.availability).is_open(at)
+    return calendar_named(policy, contact.availability).is_working(at)
 
 
 def paging(policy: Policy, responder_id: str, at: datetime) -> Paging:
