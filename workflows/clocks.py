@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel
 
 from schemas.durations import format_duration
+from schemas.escalation import EscalationRequest, EscalationState
+from schemas.policy import Policy
 from workflows.calendar import WorkingCalendar
 
 ZERO = timedelta(0)
@@ -179,3 +181,25 @@ def unpaused(clocks: ClockSet, now: datetime) -> ClockSet:
         }
     )
 
+
+# -- the state a run carries -------------------------------------------------
+# Models, not maths, but kept here rather than in workflows/escalation.py on purpose: the
+# workflow sandbox (strict mode) re-imports the workflow's own module for every new run, and
+# would build these pydantic classes (validators, serializers) again each time, in CPU and in
+# memory held by every cached run. Imported through ``imports_passed_through``, they are built
+# once per process.
+
+
+class RunState(BaseModel):
+    """Everything a run needs to go on; the continue-as-new payload."""
+
+    view: EscalationState
+    policy: Policy
+    clocks: ClockSet
+    fingerprint: str
+
+
+class EscalationRunInput(EscalationRequest):
+    """The workflow input: a request, plus the carried state after continue-as-new."""
+
+    carried: RunState | None = None

@@ -57,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows import routing
     from workflows.calendar import WorkingCalendar, calendar_named
     from workflows.postmortem import PostmortemInput, PostmortemResult, PostmortemWorkflow
-    from workflows.state import EscalationRunInput, RunState
 
 STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 LOAD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
@@ -67,6 +66,11 @@ DELIVERY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=12,
 )
+
+
+# Defined in workflows/clocks.py (passed through the sandbox: built once per worker process).
+RunState = clk.RunState
+EscalationRunInput = clk.EscalationRunInput
 
 
 @dataclass
