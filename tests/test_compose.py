@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,13 @@ def test_dockerfile_copies_every_package() -> None:
     for package in ("workflows", "activities", "schemas", "api", "db", "policies", "commands", "stack"):
         assert f"COPY {package} {package}" in dockerfile
     assert "worker.py starter.py" in dockerfile
+
+
+def test_dockerfile_copies_the_files_the_build_reads() -> None:
+    """pip install . reads the readme and the license files named in pyproject.toml."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = " ".join(line for line in dockerfile.splitlines() if line.startswith("COPY"))
+    for name in [project["readme"], *project["license-files"]]:
+        assert (ROOT / name).is_file()
+        assert f" {name} " in copied, f"{name} is read by the build but not copied"
