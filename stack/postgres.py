@@ -42,6 +42,12 @@ def _wheel_install() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
+def fallback_cluster_dir(data_dir: Path) -> Path:
+    """Where a root-run cluster lives when the user running Postgres cannot reach ``data_dir``."""
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    return SAFE_ROOT / f"cluster-{digest}"
+
+
 def copy_install(install: Path, root: Path) -> Path:
     """A copy of the wheel's ``pginstall`` under ``root`` that still finds its shared libraries.
 
@@ -134,8 +140,7 @@ class EmbeddedPostgres:
             mode = self.data_dir.stat().st_mode
             self.data_dir.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
             return wanted
-        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
-        safe = SAFE_ROOT / f"cluster-{digest}"
+        safe = fallback_cluster_dir(self.data_dir)
         log.warning(
             "%s (mode %o) cannot be entered by %s, which runs Postgres when started as root; "
             "the cluster for %s lives in %s instead (nothing above the data dir is changed)",

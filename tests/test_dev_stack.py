@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.escalation import AcknowledgeCommand, EscalationState
-from stack.postgres import free_port
+from stack.postgres import fallback_cluster_dir, free_port
 from tests.conftest import ROOT, blog_request, current_state, eventually, start_escalation
 
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "webhook_secret"}
@@ -49,13 +52,21 @@ def stop(process: subprocess.Popen) -> int:
 
 
 def children_alive(data_dir: Path) -> list[str]:
+    # Run as root with tmp_path out of the Postgres user's reach, the cluster is the fallback one.
+    places = (str(data_dir), str(fallback_cluster_dir(data_dir)))
     result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     return [line for line in result.stdout.splitlines()
-            if str(data_dir) in line and ("temporal" in line or "postgres" in line)]
+            if any(place in line for place in places) and ("temporal" in line or "postgres" in line)]
 
 
-async def test_dev_stack_runs_stops_and_resumes(tmp_path):
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
     data_dir = tmp_path / "data"
+    yield data_dir
+    shutil.rmtree(fallback_cluster_dir(data_dir), ignore_errors=True)
+
+
+async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
     ports = {"temporal": free_port(), "ui": free_port(), "api": free_port()}
     log = tmp_path / "dev.log"
     dev = start_dev(data_dir, ports, log)
