@@ -65,7 +65,7 @@ def copy_install(install: Path, root: Path) -> Path:
     log.info("copying Postgres binaries to %s so %s can run them", cached, SERVICE_USER)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    partial = cached.with_suffix(".partial")
+    partial = cached.with_suffix(f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(install, partial / package.name / install.name, symlinks=True)
     libs = package.with_name(f"{package.name}.libs")
@@ -73,7 +73,13 @@ def copy_install(install: Path, root: Path) -> Path:
         shutil.copytree(libs, partial / libs.name, symlinks=True)
     for folder in (partial, partial / package.name):
         folder.chmod(0o755)
-    partial.rename(cached)
+    try:
+        partial.rename(cached)
+    except OSError:
+        # Another start-up finished the same copy first; theirs is as good as ours.
+        shutil.rmtree(partial)
+        if not (copied / "bin" / "postgres").exists():
+            raise
     return copied
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from stack.postgres import _wheel_install, copy_install
@@ -24,3 +25,10 @@ def test_the_copy_is_made_once(tmp_path: Path) -> None:
     assert copy_install(_wheel_install(), tmp_path / "safe") == first
     assert marker.exists()
     assert [p.name for p in (tmp_path / "safe").iterdir()] == [first.parent.parent.name]
+
+
+def test_two_start_ups_copying_at_once_end_with_one_copy(tmp_path: Path) -> None:
+    with ProcessPoolExecutor(2) as pool:
+        copies = set(pool.map(copy_install, [_wheel_install()] * 2, [tmp_path / "safe"] * 2))
+    assert len(copies) == 1
+    assert [p.name for p in (tmp_path / "safe").iterdir()] == [next(iter(copies)).parent.parent.name]
