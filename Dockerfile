@@ -4,12 +4,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY workflows workflows
 COPY activities activities
 COPY schemas schemas
-COPY api api
-COPY db db
-COPY policies policies
-COPY stack stack
-COPY commands commands
-COPY bench bench
+COPY escalations escalations
 COPY worker.py starter.py ./
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 escalations
 USER escalations

@@ -32,7 +32,7 @@ demo: install
 ## Benchmarks (not part of `make test`); writes bench/results/*.json.
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/escalations bench $(ARGS)
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

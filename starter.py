@@ -1,6 +1,6 @@
 """The ``escalations`` command line.
 
-Every command group lives in ``commands/`` and registers itself here; commands
+Every command group lives in ``escalations/cli/`` and registers itself here; commands
 read their configuration (environment, options) when they run, never at import.
 """
 
@@ -12,8 +12,8 @@ import sys
 
 import typer
 
-from commands import api, bench, demo, escalations, kpis, policy, stack, tickets
-from commands.client import (  # the Python client, for other services: `from starter import ...`
+from escalations.cli import api, demo, escalations, kpis, policy, stack, tickets
+from escalations.client import (  # the Python client, for other services: `from starter import ...`
     CommandRejected,
     EscalationAlreadyOpen,
     EscalationClosed,
@@ -47,7 +47,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for group in (stack, policy, kpis, tickets, api, escalations, demo, bench):
+for group in (stack, policy, kpis, tickets, api, escalations, demo):
     group.register(app)
 
 

@@ -30,7 +30,7 @@ from activities.notifications import NotificationActivities, NotificationSetting
 from activities.policy import PolicyActivities, PolicySource
 from activities.store import StoreActivities
 from activities.tickets import TicketActivities
-from db.pool import create_pool
+from escalations.db.pool import create_pool
 from schemas.keys import DEFAULT_TASK_QUEUE
 from workflows.escalation import EscalationWorkflow
 from workflows.postmortem import PostmortemWorkflow

@@ -17,7 +17,7 @@ from schemas.policy import Policy, PolicyError, load_policy_file
 
 
 def packaged_policy_dir() -> Path:
-    return Path(str(resources.files("policies")))
+    return Path(str(resources.files("escalations.policies")))
 
 
 def packaged_policy(name: str) -> Path:

@@ -8,7 +8,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.projection import event_from_record, fold_all, load_row, save_row
+from escalations.db.projection import event_from_record, fold_all, load_row, save_row
 from schemas.activities import EventBatch, RepeatInfo, RepeatQuery
 from schemas.escalation import DomainEvent
 

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from commands.bench import bench
+from bench.cli import bench
 
 
 def main() -> None:

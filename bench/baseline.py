@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.worker import Worker
 
 from bench.bare_workflow import BARE_STEP, BareStep, BareWorkflow
-from db.pool import create_pool
+from escalations.db.pool import create_pool
 from worker import WorkerSettings, connect_client, worker_options
 
 log = logging.getLogger("escalations.bench.baseline")

@@ -34,9 +34,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from db.migrate import migrate
-from stack.postgres import EmbeddedPostgres, free_port
-from stack.temporal import TemporalDevServer, temporal_binary
+from escalations.db.migrate import migrate
+from escalations.devstack.postgres import EmbeddedPostgres, free_port
+from escalations.devstack.temporal import TemporalDevServer, temporal_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "bench_template"
@@ -273,7 +273,7 @@ class BenchStack:
     @contextlib.asynccontextmanager
     async def database(self) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
         """A fresh migrated database and a pool on it, dropped afterwards."""
-        from db.pool import create_pool
+        from escalations.db.pool import create_pool
 
         self._runs += 1
         name = f"bench_{self._runs}_{uuid.uuid4().hex[:6]}"
@@ -287,7 +287,7 @@ class BenchStack:
 
     @contextlib.asynccontextmanager
     async def run(self, name: str) -> AsyncIterator[Run]:
-        from db.pool import create_pool
+        from escalations.db.pool import create_pool
 
         self._runs += 1
         database = f"bench_{self._runs}_{uuid.uuid4().hex[:6]}"

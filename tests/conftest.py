@@ -37,11 +37,11 @@ from activities.notifications import NotificationActivities, NotificationSetting
 from activities.policy import PolicyActivities, PolicySource
 from activities.store import StoreActivities
 from activities.tickets import TicketActivities
-from db.migrate import migrate
-from db.pool import create_pool
+from escalations.db.migrate import migrate
+from escalations.db.pool import create_pool
 from schemas import keys
 from schemas.escalation import EscalationRequest, EscalationState, start_options
-from stack.postgres import EmbeddedPostgres
+from escalations.devstack.postgres import EmbeddedPostgres
 from worker import WorkerSettings, build_worker
 
 ROOT = Path(__file__).resolve().parent.parent

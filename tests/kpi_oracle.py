@@ -1,7 +1,7 @@
 """An independent computation of the escalation KPIs, straight from domain events.
 
 It reads only the events (as the workflow emits them) and the accepted CSAT
-scores; never the read model, the projection or the SQL in db/kpis.py. The tests
+scores; never the read model, the projection or the SQL in escalations/db/kpis.py. The tests
 compare ``db.kpis.compute_kpis`` against it.
 
 Definitions it implements (they are the README's):

@@ -14,10 +14,10 @@ import pytest_asyncio
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api.app import create_app
-from api.deps import api_routes, requires_token
-from api.idempotency import request_digest
-from api.settings import ApiSettings, ConfigError
+from escalations.api.app import create_app
+from escalations.api.deps import api_routes, requires_token
+from escalations.api.idempotency import request_digest
+from escalations.api.settings import ApiSettings, ConfigError
 from schemas.escalation import EscalationRequest
 from tests.conftest import blog_request, eventually, policy_path
 

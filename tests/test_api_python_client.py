@@ -1,4 +1,4 @@
-"""The typed Python client (commands/client.py, re-exported by starter) as another service uses it."""
+"""The typed Python client (escalations/client.py, re-exported by starter) as another service uses it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from commands.client import live_state, visibility_query
+from escalations.client import live_state, visibility_query
 from schemas.escalation import (
     AcknowledgeCommand,
     AddNoteCommand,

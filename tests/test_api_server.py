@@ -18,8 +18,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api.server import ApiStartupError, serve
-from api.settings import ApiSettings, ConfigError
+from escalations.api.server import ApiStartupError, serve
+from escalations.api.settings import ApiSettings, ConfigError
 from tests.conftest import ROOT, binary
 from tests.test_api import TOKEN, api_settings
 

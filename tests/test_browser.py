@@ -45,7 +45,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.policy import packaged_policy
 from schemas.escalation import AcknowledgeCommand, EscalationState
-from stack.temporal import TemporalDevServer, TemporalServerError
+from escalations.devstack.temporal import TemporalDevServer, TemporalServerError
 from tests.conftest import (
     ROOT,
     binary,

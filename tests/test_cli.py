@@ -17,7 +17,7 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from commands.escalations import relative
+from escalations.cli.escalations import relative
 from tests.conftest import ROOT, blog_request, eventually, policy_path
 
 

@@ -66,8 +66,9 @@ def test_application_services_use_real_commands_and_settings(compose: dict) -> N
 
 def test_dockerfile_copies_every_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("workflows", "activities", "schemas", "api", "db", "policies", "commands", "stack"):
+    for package in ("workflows", "activities", "schemas", "escalations"):
         assert f"COPY {package} {package}" in dockerfile
+    assert "COPY bench" not in dockerfile, "the benchmarks are not part of the image"
     assert "worker.py starter.py" in dockerfile
 
 

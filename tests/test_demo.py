@@ -26,11 +26,11 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from activities.tickets import upsert_tickets
-from db.pool import create_pool
+from escalations.db.pool import create_pool
 from schemas import keys
 from schemas.escalation import EscalationState, postmortem_id_for
 from schemas.ticket import SweepResult, Ticket
-from stack.fake_jira import FakeJira
+from escalations.devstack.fake_jira import FakeJira
 from starter import app
 
 UI_URL = "http://ui.example.test:8233"

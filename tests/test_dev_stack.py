@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.escalation import AcknowledgeCommand, EscalationState
-from stack.postgres import fallback_cluster_dir, free_port
+from escalations.devstack.postgres import fallback_cluster_dir, free_port
 from tests.conftest import ROOT, blog_request, current_state, eventually, start_escalation
 
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "webhook_secret"}
@@ -29,7 +29,7 @@ def start_dev(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Po
            if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
     return subprocess.Popen(
         [sys.executable, "-m", "starter", "dev", "--data-dir", str(data_dir),
-         "--policy", str(ROOT / "policies" / "demo.yaml"),
+         "--policy", str(ROOT / "escalations" / "policies" / "demo.yaml"),
          "--temporal-port", str(ports["temporal"]), "--ui-port", str(ports["ui"]), "--api-port", str(ports["api"])],
         cwd=data_dir.parent, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )

@@ -6,7 +6,7 @@ import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from stack.postgres import _wheel_install, copy_install
+from escalations.devstack.postgres import _wheel_install, copy_install
 
 
 def test_copied_binaries_still_load_their_shared_libraries(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from db.csat import AlreadyRecorded, OutsideWindow, record_csat
-from db.readmodel import latest_escalation
+from escalations.db.csat import AlreadyRecorded, OutsideWindow, record_csat
+from escalations.db.readmodel import latest_escalation
 from schemas.escalation import (
     AcknowledgeCommand,
     CompletePostmortemCommand,

@@ -10,7 +10,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.notifications import NotificationActivities, NotificationSettings
 from activities.policy import packaged_policy
 from activities.store import StoreActivities
-from db.readmodel import latest_escalation
+from escalations.db.readmodel import latest_escalation
 from schemas.activities import RepeatQuery
 from schemas.escalation import EscalationRequest, EscalationState
 from schemas.notifications import DeliveryBatch

@@ -29,7 +29,7 @@ from activities.notifications import NotificationActivities, NotificationSetting
 from activities.policy import PolicyActivities, PolicySource
 from activities.store import StoreActivities
 from activities.tickets import CANDIDATES, TicketActivities, upsert_tickets
-from commands.tickets import SCHEDULE_ID, install_schedule
+from escalations.cli.tickets import SCHEDULE_ID, install_schedule
 from schemas.escalation import (
     CompletePostmortemCommand,
     EscalationState,

@@ -22,14 +22,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typer.testing import CliRunner
 
-from api.problems import (
+from escalations.api.problems import (
     ProblemError,
     http_exception_handler,
     problem_error_handler,
     validation_exception_handler,
 )
-from api.settings import ApiSettings
-from api.tickets import router
+from escalations.api.settings import ApiSettings
+from escalations.api.tickets import router
 from schemas.ticket import ZendeskWebhook, from_zendesk, parse_zendesk_field_map
 
 TOKEN = "test-token"

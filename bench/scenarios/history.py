@@ -40,7 +40,7 @@ from schemas.escalation import (
     ResolveCommand,
     postmortem_id_for,
 )
-from stack.temporal import temporal_binary
+from escalations.devstack.temporal import temporal_binary
 from worker import WorkerSettings, build_worker
 
 

@@ -28,7 +28,7 @@ from bench.scenarios.common import (
     start_escalation,
     wait_until,
 )
-from stack.postgres import free_port
+from escalations.devstack.postgres import free_port
 
 CONCURRENCY = 20
 TOKEN = "bench-token"
@@ -37,8 +37,8 @@ TOKEN = "bench-token"
 def api_available() -> str | None:
     """None when api.app.create_app is importable, else why not."""
     try:
-        from api.app import create_app  # noqa: F401
-        from api.settings import ApiSettings  # noqa: F401
+        from escalations.api.app import create_app  # noqa: F401
+        from escalations.api.settings import ApiSettings  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means "n/a", reported with its reason
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -21,8 +21,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.tickets import upsert_tickets
-from db.migrate import migrate
-from db.pool import create_pool
+from escalations.db.migrate import migrate
+from escalations.db.pool import create_pool
 from schemas import keys
 from schemas.escalation import (
     AcknowledgeCommand,
@@ -35,8 +35,8 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.ticket import SweepInput, Ticket
-from stack.postgres import EmbeddedPostgres
-from stack.temporal import temporal_binary
+from escalations.devstack.postgres import EmbeddedPostgres
+from escalations.devstack.temporal import temporal_binary
 from tests.conftest import blog_request, level_ack, running_worker, start_escalation, write_policy
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from api.settings import ApiSettings
+    from escalations.api.settings import ApiSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -24,8 +24,8 @@ def api(
 ) -> None:
     """Serve the HTTP API (uvicorn). Needs ESCALATION_API_TOKENS and DATABASE_URL; Temporal from
     the standard TEMPORAL_* variables."""
-    from api.server import ApiStartupError
-    from api.settings import ApiSettings, ConfigError
+    from escalations.api.server import ApiStartupError
+    from escalations.api.settings import ApiSettings, ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -37,7 +37,7 @@ def api(
 
 
 async def _serve_until_signalled(settings: ApiSettings) -> None:
-    from api.server import serve
+    from escalations.api.server import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

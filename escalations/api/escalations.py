@@ -14,13 +14,13 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client
 
 from activities.policy import PolicySource
-from api import idempotency
-from api.deps import get_client, get_policies, get_pool, get_settings, require_token
-from api.problems import ProblemError
-from api.responses import problems
-from api.settings import ApiSettings
-from commands import client as escalations
-from db import readmodel
+from escalations.api import idempotency
+from escalations.api.deps import get_client, get_policies, get_pool, get_settings, require_token
+from escalations.api.problems import ProblemError
+from escalations.api.responses import problems
+from escalations.api.settings import ApiSettings
+from escalations import client as escalations
+from escalations.db import readmodel
 from schemas.escalation import (
     AcknowledgeCommand,
     AddNoteCommand,

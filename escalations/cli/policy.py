@@ -62,7 +62,7 @@ def check(
     console.print(f"[green]valid[/green]: {file} · policy {policy.name} version {policy.version}")
     console.print(_chain(policy))
     console.print(_targets(policy))
-    from commands.routing_table import routing_tables
+    from escalations.cli.routing_table import routing_tables
 
     moment = at or datetime.now(timezone.utc)
     if moment.tzinfo is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.problems import Problem, ValidationProblem
+from escalations.api.problems import Problem, ValidationProblem
 
 DESCRIPTIONS = {
     400: "Malformed request body, e.g. not UTF-8 (problem document)",

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from api.problems import ProblemError
+from escalations.api.problems import ProblemError
 
 ABANDONED_AFTER = timedelta(minutes=2)
 KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"

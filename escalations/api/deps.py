@@ -1,6 +1,6 @@
 """FastAPI dependencies shared by every router (the tickets router included).
 
-The lifespan in ``api/app.py`` puts one Temporal client and one asyncpg pool per
+The lifespan in ``escalations/api/app.py`` puts one Temporal client and one asyncpg pool per
 process on ``app.state``; these hand them to the routes.
 """
 
@@ -16,8 +16,8 @@ from fastapi.routing import APIRoute
 from temporalio.client import Client
 
 from activities.policy import PolicySource
-from api.problems import ProblemError
-from api.settings import ApiSettings
+from escalations.api.problems import ProblemError
+from escalations.api.settings import ApiSettings
 
 BEARER_CHALLENGE = 'Bearer realm="escalations"'
 

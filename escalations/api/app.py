@@ -23,10 +23,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.policy import PolicySource
-from api import escalations, feedback, health, tickets
-from api.deps import api_routes, requires_token
-from api.middleware import BodyLimitMiddleware
-from api.problems import (
+from escalations.api import escalations, feedback, health, tickets
+from escalations.api.deps import api_routes, requires_token
+from escalations.api.middleware import BodyLimitMiddleware
+from escalations.api.problems import (
     PROBLEM_MEDIA_TYPE,
     CatchAllMiddleware,
     ProblemError,
@@ -35,9 +35,9 @@ from api.problems import (
     problem_response,
     validation_exception_handler,
 )
-from api.settings import ApiSettings
-from commands import client as ec
-from db.pool import create_pool
+from escalations.api.settings import ApiSettings
+from escalations import client as ec
+from escalations.db.pool import create_pool
 
 DESCRIPTION = """\
 Customer escalations on durable Temporal timers: start an escalation, act on it

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Body, Depends, Response
 from pydantic import ValidationError
 
 from activities.tickets import upsert_ticket
-from api.deps import get_pool, get_settings, require_token
-from api.problems import Problem, ProblemError, ValidationProblem, field_errors
-from api.settings import ApiSettings
+from escalations.api.deps import get_pool, get_settings, require_token
+from escalations.api.problems import Problem, ProblemError, ValidationProblem, field_errors
+from escalations.api.settings import ApiSettings
 from schemas.ticket import Ticket, TicketUpsertResult, ZendeskWebhook, from_zendesk
 
 router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[Depends(require_token)])

@@ -1,4 +1,4 @@
-"""``escalations bench``: the benchmarks (never part of ``make test``)."""
+"""``python -m bench``: the benchmarks (never part of ``make test``; not installed with the package)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-
-def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
 
 
 def bench(

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from commands.connect import DEFAULT_DATA_DIR, StackNotFound, require_database, resolve
+from escalations.connect import DEFAULT_DATA_DIR, StackNotFound, require_database, resolve
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def _run_with_database(data_dir: Path, work: Callable[..., Awaitable[T]]) -> T:
     """Connect (environment first, then DIR/stack.json), run ``work(conn)``, map failures."""
     import asyncpg
 
-    from db.pool import create_pool
+    from escalations.db.pool import create_pool
 
     try:
         url = require_database(resolve(data_dir))
@@ -106,7 +106,7 @@ def kpis(
     """Escalation KPIs: SLA, time to resolution, CSAT, repeats, frequency by category and level."""
     from pydantic import ValidationError
 
-    from db.kpis import compute_kpis, resolution_times
+    from escalations.db.kpis import compute_kpis, resolution_times
     from schemas.reporting import KpiFilters
 
     now = datetime.now(timezone.utc)
@@ -239,7 +239,7 @@ def csat(
     """Record the customer's CSAT score for the ticket's latest (resolved) escalation."""
     from pydantic import ValidationError
 
-    from db.csat import CsatError, record_csat
+    from escalations.db.csat import CsatError, record_csat
     from schemas.reporting import CsatSubmission
 
     try:
@@ -260,7 +260,7 @@ def csat(
 
 def rebuild_read_model(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Truncate the escalations read model and replay it from escalation_events."""
-    from db.projection import ProjectionError, rebuild
+    from escalations.db.projection import ProjectionError, rebuild
 
     async def work(conn):  # type: ignore[no-untyped-def]
         before = await conn.fetchval("SELECT count(*) FROM escalations")

@@ -13,9 +13,9 @@ policy's ``many-users`` rule and opens a P1 escalation, which the demo then clos
 
 Every step is a real call on a real ``EscalationWorkflow`` run, and what is printed
 comes from the run itself (the ``state`` query) and from the notification ledger.
-The demo runs on the packaged ``policies/demo.yaml`` (1 s stands for 1 min), with
+The demo runs on the packaged ``escalations/policies/demo.yaml`` (1 s stands for 1 min), with
 its own worker on its own task queue (``demo-<id>``), and a built-in Jira-compatible
-receiver (``stack/fake_jira.py``) on 127.0.0.1 that its worker's Jira channel
+receiver (``escalations/devstack/fake_jira.py``) on 127.0.0.1 that its worker's Jira channel
 posts to. It finds Temporal and Postgres like every command: the environment
 (``TEMPORAL_ADDRESS``, ``DATABASE_URL``) first, then ``DIR/stack.json`` of
 ``escalations dev``.
@@ -43,17 +43,17 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from commands.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, require_database, resolve
+from escalations.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, require_database, resolve
 
 if TYPE_CHECKING:
     import asyncpg
     from temporalio.client import Client
 
     from schemas.policy import Policy
-    from stack.fake_jira import FakeJira
+    from escalations.devstack.fake_jira import FakeJira
 
 SCALE = 60
-"""One second of demo time stands for this many seconds of escalation time (policies/demo.yaml)."""
+"""One second of demo time stands for this many seconds of escalation time (escalations/policies/demo.yaml)."""
 SCALE_LABEL = "1 s = 1 min"
 STEPS = 8
 JIRA_EMAIL = "escalations-demo@example.test"
@@ -141,11 +141,11 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
     from activities.policy import PolicyActivities, PolicySource, packaged_policy
     from activities.store import StoreActivities
     from activities.tickets import TicketActivities
-    from commands.connect import temporal_client
-    from db.migrate import migrate
-    from db.pool import create_pool
+    from escalations.connect import temporal_client
+    from escalations.db.migrate import migrate
+    from escalations.db.pool import create_pool
     from schemas.policy import PolicyError
-    from stack.fake_jira import FakeJira
+    from escalations.devstack.fake_jira import FakeJira
     from worker import WorkerSettings, build_worker
 
     # SIGTERM stops the demo like Ctrl-C does: the story's clean-up terminates its run.

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
+from escalations.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 3.0

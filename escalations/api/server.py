@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
-from api.app import create_app
-from api.settings import ApiSettings
+from escalations.api.app import create_app
+from escalations.api.settings import ApiSettings
 
 log = logging.getLogger("escalations.api")
 

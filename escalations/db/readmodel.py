@@ -3,7 +3,7 @@
 Once a run has completed there is nothing left to query, so the API's
 ``GET /escalations/{ticket_id}`` and the CLI's ``status`` answer from here: the
 same ``EscalationState`` the workflow's ``state`` query returns, folded from
-the domain events by ``db/projection.py``.
+the domain events by ``escalations/db/projection.py``.
 
 What the read model does not keep is left at the model's default:
 ``deadlines.at_risk_at`` / ``deadlines.auto_resume_at`` (derived from live

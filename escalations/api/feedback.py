@@ -8,11 +8,11 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Depends, Query
 
-from api.deps import get_pool, require_token
-from api.escalations import TicketIdPath
-from api.problems import ProblemError
-from api.responses import problems
-from db import csat, kpis
+from escalations.api.deps import get_pool, require_token
+from escalations.api.escalations import TicketIdPath
+from escalations.api.problems import ProblemError
+from escalations.api.responses import problems
+from escalations.db import csat, kpis
 from schemas.reporting import CsatRecord, CsatSubmission, KpiFilters, KpiReport
 
 router = APIRouter(dependencies=[Depends(require_token)])

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from commands.connect import DEFAULT_DATA_DIR, StackNotFound, require_database, resolve
+from escalations.connect import DEFAULT_DATA_DIR, StackNotFound, require_database, resolve
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def dev(
     api_port: Annotated[int, typer.Option(help="HTTP API port")] = 8000,
 ) -> None:
     """Run everything locally: Temporal dev server + UI, embedded Postgres, worker, API."""
-    from stack.dev import DevOptions, run_dev
+    from escalations.devstack.dev import DevOptions, run_dev
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = DevOptions(
@@ -48,7 +48,7 @@ def migrate_command(
     data_dir: Annotated[Path, typer.Option(help="Find the database in DIR/stack.json")] = DEFAULT_DATA_DIR,
 ) -> None:
     """Apply pending database migrations (DATABASE_URL or the dev stack's database)."""
-    from db.migrate import migrate
+    from escalations.db.migrate import migrate
 
     try:
         url = require_database(resolve(data_dir))

@@ -2,7 +2,7 @@
 ``resume``, ``resolve``, ``postmortem``, ``status``, ``list``.
 
 They talk to Temporal directly with the same models as the API (through
-``commands/client.py``), find the stack from the environment or ``DIR/stack.json``,
+``escalations/client.py``), find the stack from the environment or ``DIR/stack.json``,
 and exit 1 with a one-line message when something is wrong.
 """
 
@@ -27,9 +27,9 @@ from rich.text import Text
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from commands import client as ec
-from commands import connect
-from commands.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, read_stack, temporal_client
+from escalations import client as ec
+from escalations import connect
+from escalations.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, read_stack, temporal_client
 from schemas.escalation import (
     AcknowledgeCommand,
     AddNoteCommand,
@@ -367,8 +367,8 @@ async def _closed_state(connection: Connection, client: Client, ticket_id: str) 
     """A closed escalation from the read model (the run's result when no database is known)."""
     if not connection.database_url:
         return await ec.final_state(client, ticket_id)
-    from db.pool import create_pool
-    from db.readmodel import latest_escalation
+    from escalations.db.pool import create_pool
+    from escalations.db.readmodel import latest_escalation
 
     try:
         pool = await create_pool(connection.database_url, min_size=1, max_size=1)

@@ -27,7 +27,7 @@ class Migration:
 
 
 def packaged_migrations() -> list[Migration]:
-    folder = resources.files("db") / "migrations"
+    folder = resources.files("escalations.db") / "migrations"
     files = sorted(
         (entry for entry in folder.iterdir() if entry.name.endswith(".sql")), key=lambda e: e.name
     )

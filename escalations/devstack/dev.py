@@ -21,15 +21,15 @@ from rich.console import Console
 from rich.table import Table
 
 from activities.policy import PolicySource
-from api.server import serve
-from api.settings import ApiSettings
-from commands.connect import StackInfo, write_stack
-from commands.tickets import install_schedule
-from db.migrate import migrate
+from escalations.api.server import serve
+from escalations.api.settings import ApiSettings
+from escalations.connect import StackInfo, write_stack
+from escalations.cli.tickets import install_schedule
+from escalations.db.migrate import migrate
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
-from stack.postgres import EmbeddedPostgres
-from stack.temporal import TemporalDevServer
+from escalations.devstack.postgres import EmbeddedPostgres
+from escalations.devstack.temporal import TemporalDevServer
 from worker import connect_client, run_worker
 
 log = logging.getLogger("escalations.dev")

@@ -29,7 +29,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from commands.connect import DEFAULT_DATA_DIR, StackNotFound, read_stack, require_database, resolve, temporal_client
+from escalations.connect import DEFAULT_DATA_DIR, StackNotFound, read_stack, require_database, resolve, temporal_client
 from schemas import keys
 from schemas.durations import format_duration
 from schemas.policy import Policy, PolicyError, describe_errors
@@ -211,7 +211,7 @@ def import_tickets(
 
     async def run():
         from activities.tickets import upsert_tickets
-        from db.pool import create_pool
+        from escalations.db.pool import create_pool
 
         pool = await create_pool(url, max_size=2)
         try:
