@@ -23,7 +23,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.notifications import NotificationActivities, NotificationSettings
@@ -122,7 +122,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow],
+        workflows=list(WORKFLOWS),
         activities=[
             store.record_events,
             store.find_repeats,
@@ -135,8 +135,20 @@ def build_worker(
     )
 
 
-# The modules that define workflows (deterministic by the house rules, checked by replay tests).
+# The workflows this worker runs, and the modules that define them (deterministic by the house
+# rules, checked by replay tests and `escalations replay`).
+WORKFLOWS = (EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow)
 WORKFLOW_MODULES = ("workflows.escalation", "workflows.postmortem", "workflows.sweep")
+
+
+def build_replayer(strict_sandbox: bool = True) -> Replayer:
+    """A replayer that runs this worker's workflows exactly as the worker does (same sandbox)."""
+    settings = WorkerSettings(task_queue="replay", database_url="", policy_file=None, strict_sandbox=strict_sandbox)
+    return Replayer(
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        workflow_runner=worker_options(settings, WORKFLOW_MODULES)["workflow_runner"],
+    )
 
 
 def worker_options(settings: WorkerSettings, workflow_modules: tuple[str, ...]) -> dict[str, Any]:
