@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,9 @@ from schemas import keys
 from schemas.escalation import (
     AcknowledgeCommand,
     AddNoteCommand,
+    ApplyPolicyCommand,
     CompletePostmortemCommand,
+    EscalateCommand,
     EscalationState,
     PauseCommand,
     ResolveCommand,
@@ -38,6 +41,7 @@ from schemas.ticket import SweepInput, Ticket
 from escalations.devstack.postgres import EmbeddedPostgres
 from escalations.devstack.temporal import temporal_binary
 from tests.conftest import blog_request, level_ack, running_worker, start_escalation, write_policy
+from tests.receivers import HttpRecorder, Reply
 
 HERE = Path(__file__).resolve().parent
 
@@ -144,6 +148,65 @@ async def sweep(client: Client, queue: str, pool: asyncpg.Pool) -> None:
     await client.get_workflow_handle("escalation-REPLAY-T1").terminate("recorded")
 
 
+async def commands(client: Client, queue: str, policy_file: Path, newer: str) -> None:
+    """Hierarchical (consulted), consulted ack, manual escalation, notes, pause with auto-resume,
+    acknowledge, a newer policy applied, resolve, postmortem, closed."""
+    handle = await start_escalation(client, blog_request("REPLAY-CMDS", kind="hierarchical", priority="P2"), queue)
+    opened = await _opened(handle)
+    consulted = opened.consulted[0].level
+    await handle.execute_update("acknowledge", AcknowledgeCommand(by="mia", level=consulted), result_type=EscalationState)
+    await handle.execute_update("escalate", EscalateCommand(by="sam", reason="needs a developer", to_level="engineering"),
+                                result_type=EscalationState)
+    await handle.execute_update("add_note", AddNoteCommand(author="sam", text="internal only"), result_type=EscalationState)
+    await handle.execute_update("pause", PauseCommand(by="sam", reason="waiting on the customer"),
+                                result_type=EscalationState)
+    await until(lambda: _resumed(handle))
+    await handle.execute_update("acknowledge", AcknowledgeCommand(by="dana"), result_type=EscalationState)
+    policy_file.write_text(newer)  # an operator publishes version 2, then moves this run onto it
+    await handle.execute_update("apply_policy", ApplyPolicyCommand(by="ops", version=2), result_type=EscalationState)
+    await handle.execute_update(
+        "resolve", ResolveCommand(by="dana", root_cause="cache", mitigation="flush", preventive_actions=[]),
+        result_type=EscalationState,
+    )
+    child = client.get_workflow_handle(postmortem_id_for("REPLAY-CMDS"))
+    await child.execute_update("complete", CompletePostmortemCommand(
+        by="dana", summary="cache", root_cause="cache", improvements=["ttl"]))
+    await handle.result()
+    await save(client, handle.id, "escalation-commands")
+
+
+async def _opened(handle: WorkflowHandle) -> EscalationState:
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            return await state(handle)
+        except Exception:  # noqa: BLE001 - still opening
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _resumed(handle: WorkflowHandle) -> bool:
+    current = await state(handle)
+    return current.counts.pauses >= 1 and current.paused_since is None
+
+
+async def failing_channels(client: Client, queue: str) -> None:
+    """A webhook that refuses (notification_failed) and a Jira issue (jira_linked), then terminated."""
+    handle = await start_escalation(client, blog_request("REPLAY-FAIL"), queue)
+    await until(lambda: _failed_and_linked(handle))
+    await handle.terminate("recorded")
+    await save(client, handle.id, "escalation-failing-channels")
+
+
+async def _failed_and_linked(handle: WorkflowHandle) -> bool:
+    try:
+        current = await state(handle)
+    except Exception:  # noqa: BLE001 - still opening
+        return False
+    return current.notifications_failed >= 1 and current.jira_key is not None
+
+
 async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="record-histories-"))
     server = EmbeddedPostgres(work / "pg", durable=False)
@@ -166,12 +229,40 @@ async def main() -> None:
                  "open_as": {"kind": "priority", "priority": "P2"}}]},
         )
         queue = f"record-{uuid.uuid4()}"
+        only = set(sys.argv[1:])
         try:
-            async with running_worker(env.client, pool, queue, policy):
-                await blog_lifecycle(env.client, queue)
-                await breach_and_climb(env.client, queue)
-                await continue_as_new(env.client, queue)
-                await sweep(env.client, queue, pool)
+            if not only:
+                async with running_worker(env.client, pool, queue, policy):
+                    await blog_lifecycle(env.client, queue)
+                    await breach_and_climb(env.client, queue)
+                    await continue_as_new(env.client, queue)
+                    await sweep(env.client, queue, pool)
+            if not only or "commands" in only:
+                folder = work / "cmds"
+                folder.mkdir()
+                acks = {"tier1": "30s", "tier2": "30s", "engineering": "30s", "management": "30s"}
+                newer = write_policy(folder, levels=level_ack("fast", **acks), name="replay-cmds", version=2,
+                                     priorities={"P2": {"max_pause": "1s"}}).read_text()
+                cmd_policy = write_policy(folder, levels=level_ack("fast", **{k: "20s" for k in acks}),
+                                          name="replay-cmds", priorities={"P2": {"max_pause": "1s"}})
+                async with running_worker(env.client, pool, queue + "-cmds", cmd_policy):
+                    await commands(env.client, queue + "-cmds", cmd_policy, newer)
+            if not only or "failing" in only:
+                async with HttpRecorder() as receiver:
+                    receiver.script("/tier2", *[Reply(404)] * 5)
+                    levels = level_ack("fast", tier2="30s")
+                    for level in levels:
+                        if level["id"] == "tier2":
+                            level["contacts"] = [
+                                {"name": "tier2 hook", "channel": "webhook", "target": f"{receiver.url}/tier2"},
+                                {"name": "tier2 jira", "channel": "jira", "target": "ESC"},
+                            ]
+                    (work / "fail").mkdir()
+                    fail_policy = write_policy(work / "fail", levels=levels, name="replay-fail")
+                    environ = {"ESCALATION_WEBHOOK_SECRET": "s", "ESCALATION_JIRA_BASE_URL": receiver.url,
+                               "ESCALATION_JIRA_EMAIL": "bot@example.com", "ESCALATION_JIRA_API_TOKEN": "t"}
+                    async with running_worker(env.client, pool, queue + "-fail", fail_policy, environ):
+                        await failing_channels(env.client, queue + "-fail")
         finally:
             await pool.close()
             await env.shutdown()
