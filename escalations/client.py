@@ -11,7 +11,14 @@ connected with ``pydantic_data_converter`` and raises a typed error:
 - ``EscalationAlreadyOpen``: a start for a ticket that has an open escalation;
 - ``InvalidRequest``: the policy named by the request is unknown or cannot route it, or a
   text holds a NUL character (Postgres cannot store it);
-- ``EscalationNotReady``: the run is still opening (retry shortly).
+- ``EscalationNotReady``: the run is still opening (retry shortly);
+- ``TemporalUnavailable``: Temporal refused the connection or is unreachable (retry later);
+- ``TemporalTimeout``: Temporal did not answer in time (it may be overloaded or stuck);
+- ``WorkerUnavailable``: Temporal answers, but no worker answered the query or update in time.
+
+Every call is bounded (``Timeouts``: ``rpc`` for what Temporal answers itself,
+``workflow`` for queries and updates a worker must answer, ``probe`` for telling a
+missing worker from a stuck Temporal), so none waits forever on an outage.
 
 Example (another service)::
 
@@ -31,12 +38,15 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import TracebackType
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -71,7 +81,25 @@ from workflows.routing import RoutingError, entry_point
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 """Values a visibility filter accepts: safe inside a single-quoted query literal."""
 _SLUG = re.compile(SLUG_PATTERN)
-QUERY_TIMEOUT = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each kind of Temporal call may take before it fails with a typed error.
+
+    - ``rpc``: a call Temporal answers itself (start, describe, list, a run's result), the
+      first connection of a lazily connected client included;
+    - ``workflow``: a query or an update, which a worker has to answer;
+    - ``probe``: the describe made after a query or update timed out, to tell "no worker"
+      (``WorkerUnavailable``) from "Temporal is stuck" (``TemporalTimeout``).
+    """
+
+    rpc: float = 10.0
+    workflow: float = 30.0
+    probe: float = 2.0
+
+
+DEFAULT_TIMEOUTS = Timeouts()
 
 
 # -- errors -------------------------------------------------------------------
@@ -117,6 +145,35 @@ class EscalationNotReady(EscalationError):
     """The run exists but has not finished opening (policy loading); ask again shortly."""
 
 
+class TemporalUnavailable(EscalationError):
+    """Temporal refused the connection, is unreachable, or is shedding load: retry later."""
+
+
+class TemporalTimeout(EscalationError):
+    """Temporal did not answer within the time allowed (frozen, overloaded, or far away)."""
+
+
+class WorkerUnavailable(EscalationError):
+    """Temporal answers, but no worker answered the escalation's query or update in time.
+
+    ``command`` names the update (None for a query). An update that timed out was not
+    confirmed, but it may still be applied once a worker picks it up.
+    """
+
+    def __init__(self, ticket_id: str, seconds: float, command: str | None = None) -> None:
+        if command is None:
+            message = (f"no worker is processing escalations right now (escalation {ticket_id} did not "
+                       f"answer its state query within {seconds:g}s); retry later")
+        else:
+            message = (f"no worker is processing escalations right now: {command} on escalation "
+                       f"{ticket_id} was not confirmed within {seconds:g}s and may still be applied "
+                       "once a worker picks it up; read the escalation before retrying")
+        super().__init__(message)
+        self.ticket_id = ticket_id
+        self.seconds = seconds
+        self.command = command
+
+
 class InvalidRequest(EscalationError):
     """A request that cannot be taken: ``loc`` names the field, ``known`` lists what would work."""
 
@@ -130,6 +187,89 @@ class InvalidRequest(EscalationError):
     @property
     def field(self) -> str:
         return str(self.loc[0])
+
+
+# -- bounding and typing Temporal's failures -------------------------------------
+
+
+def temporal_fault(err: BaseException, what: str, seconds: float | None = None) -> EscalationError | None:
+    """The typed error for an SDK failure that means "Temporal is down or slow", else None."""
+    within = f" within {seconds:g}s" if seconds is not None else " in time"
+    if isinstance(err, RPCError):
+        if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.RESOURCE_EXHAUSTED):
+            return TemporalUnavailable(f"Temporal is unavailable ({what}); retry later")
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            return TemporalTimeout(f"Temporal did not answer {what}{within}")
+        return None
+    if isinstance(err, RPCTimeoutOrCancelledError):
+        return TemporalTimeout(f"Temporal did not answer {what}{within}")
+    if isinstance(err, RuntimeError) and str(err).startswith("Failed client connect"):
+        return TemporalUnavailable(f"cannot connect to Temporal ({what}); retry later")
+    if isinstance(err, TimeoutError):
+        return TemporalTimeout(f"Temporal did not answer {what}{within}")
+    if isinstance(err, ConnectionError):
+        return TemporalUnavailable(f"Temporal is unavailable ({what}); retry later")
+    return None
+
+
+class _Bounded:
+    """``async with _Bounded("describe", 5):`` at most that long; Temporal's faults typed.
+
+    The SDK turns a cancelled update into ``WorkflowUpdateRPCTimeoutOrCancelledError``;
+    when the cancellation came from outside (not from this deadline) it is re-raised
+    as the cancellation it was.
+    """
+
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what = what
+        self.seconds = seconds
+        self._timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError as expired:
+            raise TemporalTimeout(f"Temporal did not answer {self.what} within {self.seconds:g}s") from expired
+        if exc is None or isinstance(exc, EscalationError):
+            return False
+        if (isinstance(exc, RPCTimeoutOrCancelledError) and isinstance(exc.__cause__, asyncio.CancelledError)
+                and not self._timeout.expired()):
+            raise asyncio.CancelledError() from exc
+        typed = temporal_fault(exc, self.what, self.seconds)
+        if typed is not None:
+            raise typed from exc
+        return False
+
+
+def _rpc(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+async def _worker_or_temporal(client: Client, ticket_id: str, timed_out: TemporalTimeout, timeouts: Timeouts,
+                              command: str | None) -> EscalationError:
+    """A query or update got no answer in time: blame the worker if Temporal itself answers a
+    describe within ``timeouts.probe``, else Temporal (``timed_out``, or unavailable)."""
+    try:
+        async with _Bounded("a describe", timeouts.probe):
+            description = await escalation_handle(client, ticket_id).describe(rpc_timeout=_rpc(timeouts.probe))
+    except TemporalTimeout:
+        if command is None:
+            return timed_out
+        return TemporalTimeout(f"{timed_out.message}; {command} may still be applied: read the escalation "
+                               "before retrying")
+    except TemporalUnavailable as err:
+        return err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return EscalationNotFound(ticket_id)
+        raise
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        return EscalationClosed(ticket_id, description.status)
+    return WorkerUnavailable(ticket_id, timeouts.workflow, command)
 
 
 # -- starting -----------------------------------------------------------------
@@ -162,17 +302,20 @@ async def start_escalation(
     *,
     task_queue: str,
     source: TriggerSource = "client",
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> WorkflowHandle[Any, EscalationState]:
     """Start ``escalation-<ticket_id>``; EscalationAlreadyOpen while one is open for the ticket."""
     request = with_source(request, source)
     try:
-        return await client.start_workflow(
-            keys.ESCALATION_WORKFLOW,
-            request,
-            task_queue=task_queue,
-            result_type=EscalationState,
-            **start_options(request),
-        )
+        async with _Bounded("the start", timeouts.rpc):
+            return await client.start_workflow(
+                keys.ESCALATION_WORKFLOW,
+                request,
+                task_queue=task_queue,
+                result_type=EscalationState,
+                rpc_timeout=_rpc(timeouts.rpc),
+                **start_options(request),
+            )
     except WorkflowAlreadyStartedError as err:
         raise EscalationAlreadyOpen(request.ticket_id, err.workflow_id, err.run_id) from None
 
@@ -185,22 +328,26 @@ def escalation_handle(client: Client, ticket_id: str) -> WorkflowHandle[Any, Esc
     return client.get_workflow_handle(workflow_id_for(ticket_id), result_type=EscalationState)
 
 
-async def describe(client: Client, ticket_id: str) -> WorkflowExecutionDescription:
+async def describe(client: Client, ticket_id: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+                   ) -> WorkflowExecutionDescription:
     try:
-        return await escalation_handle(client, ticket_id).describe()
+        async with _Bounded("a describe", timeouts.rpc):
+            return await escalation_handle(client, ticket_id).describe(rpc_timeout=_rpc(timeouts.rpc))
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise EscalationNotFound(ticket_id) from None
         raise
 
 
-async def live_state(client: Client, ticket_id: str, *, opening_timeout: float = 1.0) -> EscalationState:
+async def live_state(client: Client, ticket_id: str, *, opening_timeout: float = 1.0,
+                     timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
     """The running escalation's state (query ``state``); EscalationClosed once it has ended.
 
     A run that is still opening (loading its policy) is asked again for up to
-    ``opening_timeout`` seconds, then EscalationNotReady.
+    ``opening_timeout`` seconds, then EscalationNotReady. A query no worker answers
+    within ``timeouts.workflow`` raises WorkerUnavailable.
     """
-    description = await describe(client, ticket_id)
+    description = await describe(client, ticket_id, timeouts=timeouts)
     if description.status != WorkflowExecutionStatus.RUNNING:
         raise EscalationClosed(ticket_id, description.status)
     handle = client.get_workflow_handle(description.id, run_id=description.run_id,
@@ -208,7 +355,11 @@ async def live_state(client: Client, ticket_id: str, *, opening_timeout: float =
     deadline = time.monotonic() + opening_timeout
     while True:
         try:
-            return await handle.query("state", result_type=EscalationState, rpc_timeout=QUERY_TIMEOUT)
+            async with _Bounded("the state query", timeouts.workflow):
+                return await handle.query("state", result_type=EscalationState,
+                                          rpc_timeout=_rpc(timeouts.workflow))
+        except TemporalTimeout as timed_out:
+            raise await _worker_or_temporal(client, ticket_id, timed_out, timeouts, None) from timed_out
         except WorkflowQueryFailedError as err:
             if "still opening" not in str(err):
                 raise
@@ -217,22 +368,25 @@ async def live_state(client: Client, ticket_id: str, *, opening_timeout: float =
         await asyncio.sleep(0.05)
 
 
-async def final_state(client: Client, ticket_id: str) -> EscalationState:
+async def final_state(client: Client, ticket_id: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+                      ) -> EscalationState:
     """The state a completed escalation run returned; EscalationClosed if it ended otherwise."""
-    description = await describe(client, ticket_id)
+    description = await describe(client, ticket_id, timeouts=timeouts)
     if description.status != WorkflowExecutionStatus.COMPLETED:
         raise EscalationClosed(ticket_id, description.status)
     handle = client.get_workflow_handle(description.id, run_id=description.run_id,
                                         result_type=EscalationState)
-    return await handle.result(follow_runs=False)
+    async with _Bounded("the run's result", timeouts.rpc):
+        return await handle.result(follow_runs=False, rpc_timeout=_rpc(timeouts.rpc))
 
 
-async def get_state(client: Client, ticket_id: str) -> EscalationState:
+async def get_state(client: Client, ticket_id: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+                    ) -> EscalationState:
     """Live state while running, the run's final state once completed."""
     try:
-        return await live_state(client, ticket_id)
+        return await live_state(client, ticket_id, timeouts=timeouts)
     except EscalationClosed:
-        return await final_state(client, ticket_id)
+        return await final_state(client, ticket_id, timeouts=timeouts)
 
 
 # -- commands (workflow updates) ------------------------------------------------
@@ -243,18 +397,23 @@ def _failure_message(err: WorkflowUpdateFailedError) -> str:
     return str(getattr(cause, "message", None) or cause)
 
 
-async def _update(client: Client, ticket_id: str, name: str, command: BaseModel) -> EscalationState:
+async def _update(client: Client, ticket_id: str, name: str, command: BaseModel,
+                  timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
     handle = escalation_handle(client, ticket_id)
     for attempt in range(2):
         try:
-            return await handle.execute_update(name, command, result_type=EscalationState)
+            async with _Bounded(f"the {name} update", timeouts.workflow):
+                return await handle.execute_update(name, command, result_type=EscalationState,
+                                                   rpc_timeout=_rpc(timeouts.workflow))
         except WorkflowUpdateFailedError as err:
             raise CommandRejected(_failure_message(err)) from None
+        except TemporalTimeout as timed_out:
+            raise await _worker_or_temporal(client, ticket_id, timed_out, timeouts, name) from timed_out
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             # Either no such workflow or its run has completed: tell which.
-            description = await describe(client, ticket_id)
+            description = await describe(client, ticket_id, timeouts=timeouts)
             if description.status != WorkflowExecutionStatus.RUNNING:
                 raise EscalationClosed(ticket_id, description.status) from None
             if attempt == 1:
@@ -263,32 +422,39 @@ async def _update(client: Client, ticket_id: str, name: str, command: BaseModel)
     raise AssertionError("unreachable")
 
 
-async def acknowledge(client: Client, ticket_id: str, command: AcknowledgeCommand) -> EscalationState:
-    return await _update(client, ticket_id, "acknowledge", command)
+async def acknowledge(client: Client, ticket_id: str, command: AcknowledgeCommand, *,
+                     timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    return await _update(client, ticket_id, "acknowledge", command, timeouts)
 
 
-async def escalate(client: Client, ticket_id: str, command: EscalateCommand) -> EscalationState:
-    return await _update(client, ticket_id, "escalate", command)
+async def escalate(client: Client, ticket_id: str, command: EscalateCommand, *,
+                  timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    return await _update(client, ticket_id, "escalate", command, timeouts)
 
 
-async def add_note(client: Client, ticket_id: str, command: AddNoteCommand) -> EscalationState:
-    return await _update(client, ticket_id, "add_note", command)
+async def add_note(client: Client, ticket_id: str, command: AddNoteCommand, *,
+                  timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    return await _update(client, ticket_id, "add_note", command, timeouts)
 
 
-async def pause(client: Client, ticket_id: str, command: PauseCommand) -> EscalationState:
-    return await _update(client, ticket_id, "pause", command)
+async def pause(client: Client, ticket_id: str, command: PauseCommand, *,
+               timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    return await _update(client, ticket_id, "pause", command, timeouts)
 
 
-async def resume(client: Client, ticket_id: str, command: ResumeCommand) -> EscalationState:
-    return await _update(client, ticket_id, "resume", command)
+async def resume(client: Client, ticket_id: str, command: ResumeCommand, *,
+                timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    return await _update(client, ticket_id, "resume", command, timeouts)
 
 
-async def resolve(client: Client, ticket_id: str, command: ResolveCommand) -> EscalationState:
-    return await _update(client, ticket_id, "resolve", command)
+async def resolve(client: Client, ticket_id: str, command: ResolveCommand, *,
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    return await _update(client, ticket_id, "resolve", command, timeouts)
 
 
 async def complete_postmortem(
-    client: Client, ticket_id: str, command: CompletePostmortemCommand, *, wait: float = 10.0
+    client: Client, ticket_id: str, command: CompletePostmortemCommand, *, wait: float = 10.0,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> EscalationState:
     """Complete the postmortem task, then wait up to ``wait`` s for the escalation to close.
 
@@ -297,39 +463,53 @@ async def complete_postmortem(
     """
     postmortem = client.get_workflow_handle(postmortem_id_for(ticket_id))
     try:
-        await postmortem.execute_update("complete", command, result_type=PostmortemStatus)
+        async with _Bounded("the complete update", timeouts.workflow):
+            await postmortem.execute_update("complete", command, result_type=PostmortemStatus,
+                                            rpc_timeout=_rpc(timeouts.workflow))
     except WorkflowUpdateFailedError as err:
         raise CommandRejected(_failure_message(err)) from None
+    except TemporalTimeout as timed_out:
+        raise await _worker_or_temporal(client, ticket_id, timed_out, timeouts,
+                                        "complete (postmortem)") from timed_out
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
-        raise await _no_open_postmortem(client, ticket_id) from None
+        raise await _no_open_postmortem(client, ticket_id, timeouts) from None
     escalation = escalation_handle(client, ticket_id)
     try:
-        return await asyncio.wait_for(escalation.result(), timeout=wait)
+        async with asyncio.timeout(wait):
+            return await escalation.result()
     except TimeoutError:
-        return await live_state(client, ticket_id)
+        return await live_state(client, ticket_id, timeouts=timeouts)
+    except Exception as err:
+        typed = temporal_fault(err, "the escalation's result")
+        if typed is None:
+            raise
+        raise typed from err
 
 
-async def _no_open_postmortem(client: Client, ticket_id: str) -> EscalationError:
+async def _no_open_postmortem(client: Client, ticket_id: str, timeouts: Timeouts) -> EscalationError:
     """Why ``complete`` found no running postmortem: no escalation, not resolved yet, or done."""
-    description = await describe(client, ticket_id)  # EscalationNotFound when there is none
+    description = await describe(client, ticket_id, timeouts=timeouts)  # EscalationNotFound when there is none
     if description.status == WorkflowExecutionStatus.RUNNING:
-        state = await live_state(client, ticket_id)
+        state = await live_state(client, ticket_id, timeouts=timeouts)
         if state.status not in ("resolved", "closed"):
             return CommandRejected(
                 f"no postmortem is open for {ticket_id}: the escalation is {state.status} (resolve it first)"
             )
         return CommandRejected(f"the postmortem of {ticket_id} is already completed")
-    if await postmortem_completed(client, ticket_id):
+    if await postmortem_completed(client, ticket_id, timeouts=timeouts):
         return CommandRejected(f"the postmortem of {ticket_id} is already completed")
     return EscalationClosed(ticket_id, description.status)
 
 
-async def postmortem_completed(client: Client, ticket_id: str) -> bool:
+async def postmortem_completed(client: Client, ticket_id: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+                               ) -> bool:
     """Whether the ticket's latest postmortem task has been completed."""
     try:
-        description = await client.get_workflow_handle(postmortem_id_for(ticket_id)).describe()
+        async with _Bounded("a describe", timeouts.rpc):
+            description = await client.get_workflow_handle(postmortem_id_for(ticket_id)).describe(
+                rpc_timeout=_rpc(timeouts.rpc))
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return False
@@ -398,11 +578,18 @@ async def list_escalations(
     category: str | None = None,
     kind: Kind | None = None,
     limit: int = 100,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> list[EscalationSummary]:
     query = visibility_query(status=status, priority=priority, level=level, customer_id=customer_id,
                              category=category, kind=kind)
+    async with _Bounded("the list", timeouts.rpc):
+        return await _listed(client, query, limit, timeouts)
+
+
+async def _listed(client: Client, query: str, limit: int, timeouts: Timeouts) -> list[EscalationSummary]:
     items: list[EscalationSummary] = []
-    async for execution in client.list_workflows(query, limit=limit, page_size=min(limit, 1000)):
+    async for execution in client.list_workflows(query, limit=limit, page_size=min(limit, 1000),
+                                                 rpc_timeout=_rpc(timeouts.rpc)):
         attrs = execution.typed_search_attributes
         items.append(EscalationSummary(
             workflow_id=execution.id,
@@ -432,9 +619,10 @@ def ui_link(ui_url: str | None, namespace: str, workflow_id: str, run_id: str | 
 
 
 __all__ = [
-    "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError",
+    "DEFAULT_TIMEOUTS", "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError",
     "EscalationNotFound", "EscalationNotReady", "EscalationSummary", "InvalidRequest",
+    "TemporalTimeout", "TemporalUnavailable", "Timeouts", "WorkerUnavailable",
     "acknowledge", "add_note", "check_request", "complete_postmortem", "describe", "escalate",
     "escalation_handle", "final_state", "get_state", "list_escalations", "live_state", "pause",
-    "resolve", "resume", "start_escalation", "ui_link", "visibility_query",
+    "resolve", "resume", "start_escalation", "temporal_fault", "ui_link", "visibility_query",
 ]

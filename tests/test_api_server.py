@@ -75,9 +75,8 @@ async def test_serve_fails_clearly(client, database_url, task_queue):
         port = taken.getsockname()[1]
         with pytest.raises(ApiStartupError, match=f"cannot listen on 127.0.0.1:{port}"):
             await serve(settings.with_overrides(port=port), asyncio.Event())
-    with pytest.raises(ApiStartupError, match="could not start"):
-        await serve(settings.with_overrides(temporal={"target_host": f"127.0.0.1:{free_port()}"}, port=0),
-                    asyncio.Event())
+    # Temporal down at start is not a start-up failure: the API answers 503 until it is back
+    # (tests/test_api_faults.py).
 
 
 def test_escalations_api_refuses_to_run_open():

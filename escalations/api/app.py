@@ -5,12 +5,25 @@ made in the lifespan and kept on ``app.state``. Every route but ``/healthz``
 needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
 schema holds no data, and client generators and the docs page need it).
 Errors are RFC 9457 problem documents.
+
+Outages: the API starts whether or not Temporal and PostgreSQL are up. The Temporal
+client connects lazily (on the first call, again on every call until it succeeds)
+and the pool opens connections on demand, so routes needing a missing dependency
+answer 503/504 and recover by themselves once it is back. Every Temporal call and
+every PostgreSQL use is bounded (``ApiSettings``: ``temporal_rpc_timeout``,
+``command_timeout``, ``db_acquire_timeout``, ``db_command_timeout``,
+``health_timeout``, and ``request_timeout`` as the last resort); the mapping of
+faults to 503/504 lives in ``escalations.api.problems``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig
 
 from activities.policy import PolicySource
 from escalations.api import escalations, feedback, health, tickets
@@ -29,7 +42,10 @@ from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.problems import (
     PROBLEM_MEDIA_TYPE,
     CatchAllMiddleware,
+    DeadlineMiddleware,
     ProblemError,
+    classify_fault,
+    fault_exception_handler,
     http_exception_handler,
     problem_error_handler,
     problem_response,
@@ -50,6 +66,56 @@ on every route but `/healthz`. Errors are RFC 9457 problem documents
 """
 
 
+log = logging.getLogger("escalations.api")
+POOL_CLOSE_TIMEOUT = 5.0
+
+
+async def connect_temporal(settings: ApiSettings) -> Client:
+    """A lazily connecting client: made without touching the network, it connects on its first
+    call (and again on each call until that works). A refused connection fails fast (short
+    retries), a silent one within ``temporal_rpc_timeout``."""
+    seconds = settings.temporal_rpc_timeout
+    options: dict[str, Any] = {
+        "connect_timeout": timedelta(seconds=seconds),
+        # The SDK retries UNAVAILABLE for up to 10 s by default; an API answers 503 sooner.
+        "retry_config": RetryConfig(initial_interval_millis=100, max_interval_millis=500,
+                                    max_elapsed_time_millis=int(min(seconds / 2, 2.0) * 1000), max_retries=3),
+        **settings.temporal,
+        "lazy": True,
+    }
+    return await Client.connect(**options, data_converter=pydantic_data_converter)
+
+
+async def open_pool(settings: ApiSettings) -> Any:
+    """The API's bounded pool; opens no connection yet (so start-up never waits on PostgreSQL)."""
+    assert settings.database_url is not None
+    return await create_pool(
+        settings.database_url, min_size=0, max_size=settings.pool_size,
+        command_timeout=settings.db_command_timeout, acquire_timeout=settings.db_acquire_timeout,
+        connect_timeout=settings.db_acquire_timeout,
+    )
+
+
+async def _warm_up(app: FastAPI) -> None:
+    """Connect both dependencies once in the background; say which is down (the routes retry)."""
+    temporal, postgres = await health.check_dependencies(app)
+    if temporal == "ok" and postgres == "ok":
+        log.info("API connected to Temporal and PostgreSQL")
+    else:
+        log.warning("API started without its dependencies: temporal %s, postgres %s; routes needing "
+                    "them answer 503/504 until they are back", temporal, postgres)
+
+
+async def _close_pool(pool: Any) -> None:
+    try:
+        async with asyncio.timeout(POOL_CLOSE_TIMEOUT):
+            await pool.close()
+    except Exception as err:  # noqa: BLE001 - shutting down; connections are dropped instead
+        log.warning("closing the PostgreSQL pool did not finish (%s); terminating its connections",
+                    type(err).__name__)
+        pool.terminate()
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """The API for ``settings``; raises ConfigError when they are unsafe (no tokens)."""
     settings.check()
@@ -58,16 +124,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = PolicySource.from_setting(settings.policy_file)
         policies.load(None)  # an invalid default policy fails at start-up, with the key named
-        client = await Client.connect(**settings.temporal, data_converter=pydantic_data_converter)
-        assert settings.database_url is not None
-        pool = await create_pool(settings.database_url, max_size=settings.pool_size)
-        app.state.client = client
-        app.state.pool = pool
+        app.state.client = await connect_temporal(settings)
+        app.state.pool = pool = await open_pool(settings)
         app.state.policies = policies
+        warm_up = asyncio.create_task(_warm_up(app), name="api-warm-up")
         try:
             yield
         finally:
-            await pool.close()
+            warm_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm_up
+            await _close_pool(pool)
 
     app = FastAPI(
         title="Escalations API",
@@ -85,9 +152,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
     app.add_exception_handler(ec.EscalationError, escalation_error_handler)
-    app.add_exception_handler(RPCError, rpc_error_handler)
-    # Outermost last: the body limit sees the request first; the catch-all wraps the routes.
+    # Outermost last: the body limit sees the request first, then the request deadline; the
+    # catch-all wraps the routes and answers infrastructure faults (503/504) and bugs (500).
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
 
     def openapi() -> dict[str, Any]:
@@ -119,21 +187,10 @@ async def escalation_error_handler(request: Request, exc: Exception) -> JSONResp
         extra = {"known_categories": exc.known} if exc.field == "category" else {}
         return problem_response(422, exc.message, slug=exc.kind.replace("_", "-"), errors=[error], extra=extra)
     if isinstance(exc, ec.EscalationNotReady):
-        return problem_response(503, exc.message, slug="not-ready", headers={"Retry-After": "1"})
-    raise exc
-
-
-async def rpc_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RPCError)
-    if exc.status == RPCStatusCode.UNAVAILABLE:
-        return problem_response(503, f"Temporal is unavailable: {exc.message}", slug="temporal-unavailable",
-                                headers={"Retry-After": "5"})
-    if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
-        settings: ApiSettings = request.app.state.settings
-        return problem_response(
-            504, f"Temporal did not answer in time (is a worker polling task queue {settings.task_queue}?)",
-            slug="timeout",
-        )
+        return problem_response(503, exc.message, slug="not-ready", headers={"Retry-After": "1"},
+                                extra={"retry_after": 1})
+    if classify_fault(exc) is not None:  # Temporal or the worker is down or slow: 503/504
+        return await fault_exception_handler(request, exc)
     raise exc
 
 

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from activities.policy import PolicySource
 from escalations.api.problems import ProblemError
 from escalations.api.settings import ApiSettings
+from escalations import client as ec
 
 BEARER_CHALLENGE = 'Bearer realm="escalations"'
 
@@ -36,6 +37,13 @@ def get_pool(request: Request) -> asyncpg.Pool:
 
 def get_policies(request: Request) -> PolicySource:
     return request.app.state.policies
+
+
+def get_timeouts(request: Request) -> ec.Timeouts:
+    """The bounds of Temporal calls, from the settings (see ApiSettings)."""
+    settings = get_settings(request)
+    return ec.Timeouts(rpc=settings.temporal_rpc_timeout, workflow=settings.command_timeout,
+                       probe=min(settings.probe_timeout, settings.temporal_rpc_timeout))
 
 
 async def require_token(request: Request) -> None:

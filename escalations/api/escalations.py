@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from datetime import datetime, timezone
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
@@ -15,8 +13,7 @@ from temporalio.client import Client
 
 from activities.policy import PolicySource
 from escalations.api import idempotency
-from escalations.api.deps import get_client, get_policies, get_pool, get_settings, require_token
-from escalations.api.problems import ProblemError
+from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, require_token
 from escalations.api.responses import problems
 from escalations.api.settings import ApiSettings
 from escalations import client as escalations
@@ -37,7 +34,6 @@ from schemas.policy import Kind, Priority
 
 router = APIRouter(prefix="/escalations", tags=["escalations"], dependencies=[Depends(require_token)])
 
-T = TypeVar("T")
 START_SCOPE = "POST /escalations"
 TicketIdPath = Annotated[str, Path(pattern=escalations.SLUG_PATTERN, description="The ticket id, e.g. SF-1042",
                                    examples=["SF-1042"])]
@@ -45,6 +41,7 @@ SlugQuery = Annotated[str | None, Query(pattern=escalations.SLUG_PATTERN)]
 ClientDep = Annotated[Client, Depends(get_client)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+TimeoutsDep = Annotated[escalations.Timeouts, Depends(get_timeouts)]
 
 BLOG_EXAMPLE = EscalationRequest.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
 
@@ -65,26 +62,12 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-async def _bounded(settings: ApiSettings, call: Awaitable[T], seconds: float | None = None) -> T:
-    """A Temporal call that waits on a worker: 504 rather than hanging when none answers."""
-    limit = seconds or settings.command_timeout
-    try:
-        async with asyncio.timeout(limit):
-            return await call
-    except TimeoutError:
-        raise ProblemError(
-            504, f"no answer from the workflow within {limit:g}s (is a worker polling task queue "
-                 f"{settings.task_queue}?); the command may still be applied, GET the escalation to check",
-            slug="timeout",
-        ) from None
-
-
 @router.post(
     "",
     status_code=201,
     response_model=StartResponse,
     summary="Start an escalation",
-    responses=problems(400, 401, 409, 413, 422, 503),
+    responses=problems(400, 401, 409, 413, 422, 503, 504),
 )
 async def start_escalation(
     body: Annotated[
@@ -96,6 +79,7 @@ async def start_escalation(
     client: ClientDep,
     pool: PoolDep,
     settings: SettingsDep,
+    timeouts: TimeoutsDep,
     policies: Annotated[PolicySource, Depends(get_policies)],
     idempotency_key: Annotated[
         str | None,
@@ -114,7 +98,8 @@ async def start_escalation(
                                 headers={"Location": f"/escalations/{body.ticket_id}",
                                          "Idempotent-Replayed": "true"})
     try:
-        handle = await escalations.start_escalation(client, body, task_queue=settings.task_queue, source="api")
+        handle = await escalations.start_escalation(client, body, task_queue=settings.task_queue, source="api",
+                                                    timeouts=timeouts)
     except Exception:
         if idempotency_key is not None:
             await idempotency.release(pool, START_SCOPE, idempotency_key)
@@ -134,10 +119,11 @@ async def start_escalation(
     "",
     response_model=EscalationList,
     summary="List escalations (Temporal visibility)",
-    responses=problems(401, 422, 503),
+    responses=problems(401, 422, 503, 504),
 )
 async def list_escalations(
     client: ClientDep,
+    timeouts: TimeoutsDep,
     status: Annotated[Status | None, Query(description="Only this status (running runs, or closed ones)")] = None,
     priority: Annotated[Priority | None, Query()] = None,
     level: SlugQuery = None,
@@ -150,7 +136,7 @@ async def list_escalations(
     ``status`` narrows the list."""
     items = await escalations.list_escalations(
         client, status=status, priority=priority, level=level, customer_id=customer_id,
-        category=category, kind=kind, limit=limit,
+        category=category, kind=kind, limit=limit, timeouts=timeouts,
     )
     return EscalationList(items=items, count=len(items))
 
@@ -162,10 +148,10 @@ async def list_escalations(
     responses=problems(401, 404, 422, 503, 504),
 )
 async def get_escalation(ticket_id: TicketIdPath, client: ClientDep, pool: PoolDep,
-                         settings: SettingsDep) -> EscalationState:
+                         timeouts: TimeoutsDep) -> EscalationState:
     """Live state (query ``state``) while running; the read model once closed."""
     try:
-        return await _bounded(settings, escalations.live_state(client, ticket_id))
+        return await escalations.live_state(client, ticket_id, timeouts=timeouts)
     except escalations.EscalationClosed as closed:
         async with pool.acquire() as conn:
             state = await readmodel.latest_escalation(conn, ticket_id)
@@ -182,56 +168,56 @@ COMMAND_RESPONSES = problems(400, 401, 404, 409, 413, 422, 503, 504)
 @router.post("/{ticket_id}/acknowledge", response_model=EscalationState, summary="Acknowledge",
              responses=COMMAND_RESPONSES)
 async def acknowledge(ticket_id: TicketIdPath, command: AcknowledgeCommand, client: ClientDep,
-                      settings: SettingsDep) -> EscalationState:
+                      timeouts: TimeoutsDep) -> EscalationState:
     """Update ``acknowledge``: stops the current level's acknowledgement clock."""
-    return await _bounded(settings, escalations.acknowledge(client, ticket_id, command))
+    return await escalations.acknowledge(client, ticket_id, command, timeouts=timeouts)
 
 
 @router.post("/{ticket_id}/escalate", response_model=EscalationState, summary="Escalate",
              responses=COMMAND_RESPONSES)
 async def escalate(ticket_id: TicketIdPath, command: EscalateCommand, client: ClientDep,
-                   settings: SettingsDep) -> EscalationState:
+                   timeouts: TimeoutsDep) -> EscalationState:
     """Update ``escalate``: to the next level, or to ``to_level``."""
-    return await _bounded(settings, escalations.escalate(client, ticket_id, command))
+    return await escalations.escalate(client, ticket_id, command, timeouts=timeouts)
 
 
 @router.post("/{ticket_id}/notes", response_model=EscalationState, summary="Add a note",
              responses=COMMAND_RESPONSES)
 async def add_note(ticket_id: TicketIdPath, command: AddNoteCommand, client: ClientDep,
-                   settings: SettingsDep) -> EscalationState:
+                   timeouts: TimeoutsDep) -> EscalationState:
     """Update ``add_note``; a customer-visible note restarts the customer update cadence."""
-    return await _bounded(settings, escalations.add_note(client, ticket_id, command))
+    return await escalations.add_note(client, ticket_id, command, timeouts=timeouts)
 
 
 @router.post("/{ticket_id}/pause", response_model=EscalationState, summary="Pause (waiting on customer)",
              responses=COMMAND_RESPONSES)
 async def pause(ticket_id: TicketIdPath, command: PauseCommand, client: ClientDep,
-                settings: SettingsDep) -> EscalationState:
+                timeouts: TimeoutsDep) -> EscalationState:
     """Update ``pause``: stops the resolution and cadence clocks, keeping their budget."""
-    return await _bounded(settings, escalations.pause(client, ticket_id, command))
+    return await escalations.pause(client, ticket_id, command, timeouts=timeouts)
 
 
 @router.post("/{ticket_id}/resume", response_model=EscalationState, summary="Resume",
              responses=COMMAND_RESPONSES)
 async def resume(ticket_id: TicketIdPath, command: ResumeCommand, client: ClientDep,
-                 settings: SettingsDep) -> EscalationState:
+                 timeouts: TimeoutsDep) -> EscalationState:
     """Update ``resume``."""
-    return await _bounded(settings, escalations.resume(client, ticket_id, command))
+    return await escalations.resume(client, ticket_id, command, timeouts=timeouts)
 
 
 @router.post("/{ticket_id}/resolve", response_model=EscalationState, summary="Resolve",
              responses=COMMAND_RESPONSES)
 async def resolve(ticket_id: TicketIdPath, command: ResolveCommand, client: ClientDep,
-                  settings: SettingsDep) -> EscalationState:
+                  timeouts: TimeoutsDep) -> EscalationState:
     """Update ``resolve``: tells the customer, requests CSAT, opens the postmortem task."""
-    return await _bounded(settings, escalations.resolve(client, ticket_id, command))
+    return await escalations.resolve(client, ticket_id, command, timeouts=timeouts)
 
 
 @router.post("/{ticket_id}/postmortem", response_model=EscalationState, summary="Complete the postmortem",
              responses=COMMAND_RESPONSES)
 async def complete_postmortem(ticket_id: TicketIdPath, command: CompletePostmortemCommand,
-                              client: ClientDep, settings: SettingsDep) -> EscalationState:
+                              client: ClientDep, settings: SettingsDep, timeouts: TimeoutsDep) -> EscalationState:
     """Update ``complete`` on ``postmortem-<ticket_id>``; answers the closed escalation's final state
     (or its live state if it has not closed within the wait)."""
-    call = escalations.complete_postmortem(client, ticket_id, command, wait=settings.postmortem_wait)
-    return await _bounded(settings, call, settings.command_timeout + settings.postmortem_wait)
+    return await escalations.complete_postmortem(client, ticket_id, command, wait=settings.postmortem_wait,
+                                                 timeouts=timeouts)

@@ -24,7 +24,7 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
     response_model=CsatRecord,
     tags=["escalations"],
     summary="Record the customer's CSAT score",
-    responses=problems(400, 401, 404, 409, 413, 422),
+    responses=problems(400, 401, 404, 409, 413, 422, 503, 504),
 )
 async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool: PoolDep) -> CsatRecord:
     """A 1–5 score for the ticket's latest escalation, within the policy's ``csat_window`` after
@@ -48,7 +48,7 @@ async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool:
     response_model=KpiReport,
     tags=["kpis"],
     summary="Escalation KPIs",
-    responses=problems(401, 422),
+    responses=problems(401, 422, 503, 504),
 )
 async def get_kpis(filters: Annotated[KpiFilters, Query()], pool: PoolDep) -> KpiReport:
     """Share resolved within SLA, time to resolution (net of pauses), CSAT, repeats, frequencies;

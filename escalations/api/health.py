@@ -1,8 +1,15 @@
-"""``GET /healthz``: liveness of Temporal and Postgres (no token needed)."""
+"""``GET /healthz``: liveness of Temporal and Postgres (no token needed).
+
+Both checks run at once and the answer comes within ``health_timeout`` seconds (2 by
+default) even when both are frozen. Each dependency is reported as one word: ``ok``,
+``unavailable`` (refused, unreachable, closed) or ``timeout`` (no answer in time);
+what exactly failed goes to the log, never into the response.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Literal
 
@@ -10,21 +17,26 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from escalations.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
+from escalations.api.problems import PROBLEM_MEDIA_TYPE, Problem, classify_fault, problem_body
 
 router = APIRouter(tags=["health"])
-CHECK_TIMEOUT = 3.0
+log = logging.getLogger("escalations.api")
+CHECK_TIMEOUT = 2.0
+"""Default of ``ApiSettings.health_timeout``, for apps without settings."""
+
+State = Literal["ok", "unavailable", "timeout"]
 
 
 class Health(BaseModel):
     status: Literal["ok"]
-    temporal: str
-    postgres: str
+    temporal: State
+    postgres: State
 
 
 class Unhealthy(Problem):
-    temporal: str
-    postgres: str
+    temporal: State
+    postgres: State
+    retry_after: int
 
 
 @router.get(
@@ -35,33 +47,56 @@ class Unhealthy(Problem):
 )
 async def healthz(request: Request) -> JSONResponse:
     """200 ``{"status": "ok", "temporal": "ok", "postgres": "ok"}``, or 503 naming what failed."""
-    temporal, postgres = await asyncio.gather(_temporal(request), _postgres(request))
+    temporal, postgres = await check_dependencies(request.app)
     if temporal == "ok" and postgres == "ok":
         return JSONResponse(Health(status="ok", temporal=temporal, postgres=postgres).model_dump())
     failed = [f"{name}: {state}" for name, state in (("temporal", temporal), ("postgres", postgres))
               if state != "ok"]
+    retry_after = int(getattr(getattr(request.app.state, "settings", None), "retry_after", 5))
     body = problem_body(503, "; ".join(failed), slug="unhealthy",
-                        extra={"temporal": temporal, "postgres": postgres})
-    return JSONResponse(body, status_code=503, media_type=PROBLEM_MEDIA_TYPE)
+                        extra={"temporal": temporal, "postgres": postgres, "retry_after": retry_after})
+    return JSONResponse(body, status_code=503, media_type=PROBLEM_MEDIA_TYPE,
+                        headers={"Retry-After": str(retry_after)})
 
 
-async def _temporal(request: Request) -> str:
+async def check_dependencies(app: object) -> tuple[State, State]:
+    """Temporal's and Postgres's state, both checked at once within the health timeout."""
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    seconds = float(getattr(settings, "health_timeout", CHECK_TIMEOUT))
+    temporal, postgres = await asyncio.gather(_temporal(app, seconds), _postgres(app, seconds))
+    return temporal, postgres
+
+
+async def _temporal(app: object, seconds: float) -> State:
+    async def check() -> bool:
+        client = app.state.client  # type: ignore[attr-defined]
+        return await client.service_client.check_health(timeout=timedelta(seconds=seconds))
+
+    return await _check("temporal", check, seconds)
+
+
+async def _postgres(app: object, seconds: float) -> State:
+    async def check() -> bool:
+        await app.state.pool.fetchval("SELECT 1", timeout=seconds)  # type: ignore[attr-defined]
+        return True
+
+    return await _check("postgres", check, seconds)
+
+
+async def _check(name: str, check: object, seconds: float) -> State:
+    """Run one check within ``seconds``; failures are logged (one line) and reported as a word."""
     try:
-        healthy = await request.app.state.client.service_client.check_health(
-            timeout=timedelta(seconds=CHECK_TIMEOUT))
-    except Exception as err:  # reported in the body, never raised: this endpoint answers either way
-        return f"unavailable: {_one_line(err)}"
-    return "ok" if healthy else "unavailable: not serving"
-
-
-async def _postgres(request: Request) -> str:
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT):
-            await request.app.state.pool.fetchval("SELECT 1")
-    except Exception as err:  # reported in the body, never raised
-        return f"unavailable: {_one_line(err) or type(err).__name__}"
+        async with asyncio.timeout(seconds):
+            healthy = await check()  # type: ignore[operator]
+    except TimeoutError:
+        log.warning("health: %s did not answer within %gs", name, seconds)
+        return "timeout"
+    except Exception as err:  # reported as a word, never raised: this endpoint answers either way
+        fault = classify_fault(err)
+        state: State = "timeout" if fault is not None and fault.status == 504 else "unavailable"
+        log.warning("health: %s %s (%s: %s)", name, state, type(err).__name__, " ".join(str(err).split())[:200])
+        return state
+    if not healthy:
+        log.warning("health: %s reports it is not serving", name)
+        return "unavailable"
     return "ok"
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]

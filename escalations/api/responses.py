@@ -13,8 +13,9 @@ DESCRIPTIONS = {
     409: "The state forbids it, or the escalation is closed (problem document naming why)",
     413: "Request body larger than the limit (problem document)",
     422: "Invalid request: field errors in `errors` (problem document)",
-    503: "Temporal or Postgres unavailable, or the run is still opening (problem document)",
-    504: "No answer from the workflow in time (problem document)",
+    503: "Temporal or Postgres unavailable, no worker answering a query, or the run is still opening "
+         "(problem document; Retry-After)",
+    504: "Temporal, Postgres or the worker did not answer in time (problem document)",
 }
 
 

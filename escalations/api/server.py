@@ -17,7 +17,9 @@ log = logging.getLogger("escalations.api")
 
 
 class ApiStartupError(RuntimeError):
-    """The API could not start (port taken, Temporal or Postgres unreachable, bad policy)."""
+    """The API could not start (port taken, bad policy). Temporal or Postgres being down is not
+    one: the API starts anyway, answers 503/504 on the routes needing them and connects once
+    they are back."""
 
 
 class _Server(uvicorn.Server):
@@ -52,7 +54,8 @@ async def serve(
     """Serve until ``stop`` is set, then shut down gracefully.
 
     Raises ConfigError (e.g. no tokens) before binding anything, ApiStartupError when
-    the port is taken or Temporal/Postgres cannot be reached. ``on_ready`` gets the
+    the port is taken or the default policy is invalid. Temporal and Postgres are connected
+    lazily, so their being down delays nothing here. ``on_ready`` gets the
     base URL (``http://host:port``; the real port when ``settings.port`` is 0).
     The lifespan runs here rather than inside uvicorn, so its errors surface as
     exceptions instead of uvicorn's ``sys.exit``.

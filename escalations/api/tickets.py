@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from activities.tickets import upsert_ticket
 from escalations.api.deps import get_pool, get_settings, require_token
 from escalations.api.problems import Problem, ProblemError, ValidationProblem, field_errors
+from escalations.api.responses import DESCRIPTIONS
 from escalations.api.settings import ApiSettings
 from schemas.ticket import Ticket, TicketUpsertResult, ZendeskWebhook, from_zendesk
 
@@ -29,6 +30,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": TicketUpsertResult, "description": "Already stored: updated, unchanged or stale"},
     401: {"model": Problem, "description": "Missing or unknown bearer token"},
     422: {"model": ValidationProblem, "description": "Field errors; nothing was stored"},
+    503: {"model": Problem, "description": DESCRIPTIONS[503]},
+    504: {"model": Problem, "description": DESCRIPTIONS[504]},
 }
 TICKET_EXAMPLE = Ticket.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
 ZENDESK_EXAMPLE = {
