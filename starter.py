@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from escalations.cli import api, demo, escalations, kpis, policy, stack, tickets
+from escalations.cli import api, demo, escalations, kpis, policy, replay, stack, tickets
 from escalations.client import (  # the Python client, for other services: `from starter import ...`
     CommandRejected,
     EscalationAlreadyOpen,
@@ -47,7 +47,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for group in (stack, policy, kpis, tickets, api, escalations, demo):
+for group in (stack, policy, kpis, tickets, api, escalations, demo, replay):
     group.register(app)
 
 

@@ -13,12 +13,13 @@ import logging
 import os
 import signal
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,15 +29,19 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.notifications import NotificationActivities, NotificationSettings
 from activities.policy import PolicyActivities, PolicySource
+from activities.reconcile import ReconcileActivities
 from activities.store import StoreActivities
 from activities.tickets import TicketActivities
 from escalations.db.pool import create_pool
 from schemas.keys import DEFAULT_TASK_QUEUE
 from workflows.escalation import EscalationWorkflow
+from workflows.housekeeping import HousekeepingWorkflow
 from workflows.postmortem import PostmortemWorkflow
 from workflows.sweep import CriteriaSweepWorkflow
 
 log = logging.getLogger("escalations.worker")
+DB_ACQUIRE_TIMEOUT = 5.0
+DB_COMMAND_TIMEOUT = 10.0
 
 
 class ConfigError(RuntimeError):
@@ -110,39 +115,54 @@ async def connect_client(environ: Mapping[str, str] | None = None) -> Client:
 
 def build_worker(
     client: Client,
+    pool: asyncpg.Pool,
+    http: httpx.AsyncClient,
     *,
-    task_queue: str,
-    store: StoreActivities,
-    policies: PolicyActivities,
-    notifications: NotificationActivities,
-    tickets: TicketActivities,
-    settings: WorkerSettings | None = None,
+    policies: PolicySource,
+    notification_settings: NotificationSettings,
+    settings: WorkerSettings,
+    replace: Mapping[str, Callable[..., Any]] | None = None,
+    **options: Any,
 ) -> Worker:
-    settings = settings or WorkerSettings(task_queue=task_queue, database_url="", policy_file=None)
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=list(WORKFLOWS),
-        activities=[
-            store.record_events,
-            store.find_repeats,
-            policies.load_policy,
-            notifications.deliver_notifications,
-            tickets.find_sweep_candidates,
-            tickets.escalate_tickets,
-        ],
-        **worker_options(settings, WORKFLOW_MODULES),
-    )
+    """The one worker assembly: every workflow, and every activity object with what it holds.
+
+    ``replace`` swaps activities by name and ``options`` adds ``Worker`` options (tests that
+    need a part to misbehave, or to run the released commit path).
+    """
+    store = StoreActivities(pool)
+    policy_activities = PolicyActivities(pool, policies)
+    notifications = NotificationActivities(pool, notification_settings, http)
+    tickets = TicketActivities(pool, client, task_queue=settings.task_queue)
+    reconcile = ReconcileActivities(pool, client)
+    # Each activity's name is its method's name, so ``replace`` can key on ``__name__``.
+    activities = [
+        store.project_events,
+        policy_activities.pin_policy,
+        notifications.send_notifications,
+        tickets.find_sweep_candidates,
+        tickets.escalate_tickets,
+        reconcile.reconcile_ended_runs,
+        # for runs of the released commit path, until none is open
+        store.record_events,
+        store.find_repeats,
+        policy_activities.load_policy,
+        notifications.deliver_notifications,
+    ]
+    if replace:
+        activities = [replace.get(fn.__name__, fn) for fn in activities]
+    return Worker(client, task_queue=settings.task_queue, workflows=list(WORKFLOWS), activities=activities,
+                  **worker_options(settings, WORKFLOW_MODULES), **options)
 
 
 # The workflows this worker runs, and the modules that define them (deterministic by the house
 # rules, checked by replay tests and `escalations replay`).
-WORKFLOWS = (EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow)
-WORKFLOW_MODULES = ("workflows.escalation", "workflows.postmortem", "workflows.sweep")
+WORKFLOWS = (EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow, HousekeepingWorkflow)
+WORKFLOW_MODULES = ("workflows.escalation", "workflows.postmortem", "workflows.sweep", "workflows.housekeeping")
 
 
 def build_replayer(strict_sandbox: bool = True) -> Replayer:
     """A replayer that runs this worker's workflows exactly as the worker does (same sandbox)."""
+    zoneinfo.reset_tzpath(to=())  # the pinned tzdata, as run_worker uses
     settings = WorkerSettings(task_queue="replay", database_url="", policy_file=None, strict_sandbox=strict_sandbox)
     return Replayer(
         workflows=list(WORKFLOWS),
@@ -182,18 +202,15 @@ async def run_worker(environ: Mapping[str, str], stop: asyncio.Event | None = No
             loop.add_signal_handler(sig, stop.set)
     client = await connect_client(environ)
     async with AsyncExitStack() as stack:
-        pool = await create_pool(settings.database_url, max_size=settings.pool_size)
+        # Bounded: a frozen PostgreSQL costs an activity attempt seconds, never a hang (the
+        # projection retries; deliveries do not wait for it).
+        pool = await create_pool(settings.database_url, min_size=0, max_size=settings.pool_size,
+                                 acquire_timeout=DB_ACQUIRE_TIMEOUT, command_timeout=DB_COMMAND_TIMEOUT,
+                                 connect_timeout=DB_ACQUIRE_TIMEOUT)
         stack.push_async_callback(pool.close)
         http = await stack.enter_async_context(httpx.AsyncClient())
-        worker = build_worker(
-            client,
-            task_queue=settings.task_queue,
-            store=StoreActivities(pool),
-            policies=PolicyActivities(pool, source),
-            notifications=NotificationActivities(pool, notification_settings, http),
-            tickets=TicketActivities(pool, client, task_queue=settings.task_queue),
-            settings=settings,
-        )
+        worker = build_worker(client, pool, http, policies=source, notification_settings=notification_settings,
+                              settings=settings)
         async with worker:
             log.info("worker polling task queue %s (policy %s)", settings.task_queue, source.default_file)
             await stop.wait()

@@ -1,27 +1,27 @@
 """Delivery of notification intents: at least once on the wire, exactly once in the ledger.
 
-Every intent has a row in ``notifications`` keyed by its idempotency key. A
-delivery claims the row with a lease (``status = 'sending'`` until
-``claimed_until``), sends, and records the result, each step its own short
-transaction; nothing is held open across a network call. So:
+``send_notifications`` (the current path) sends one round of a batch and reports what
+became of each intent; it never waits on PostgreSQL. The workflow records the results in
+history and the projection writes them to the ``notifications`` ledger, so a page goes
+out on time while PostgreSQL is down, and its ledger row catches up afterwards.
 
-* a row already ``sent`` is never sent again (a repeated activity attempt, a
-  replayed batch);
-* a row ``failed`` (permanent) is reported again, not retried;
-* a row claimed by a live lease belongs to a concurrent attempt: this attempt
-  leaves it alone and asks Temporal to retry later;
-* a claim whose worker died expires and is taken over; the receiver then sees
-  the same ``Idempotency-Key`` (webhooks, Slack, Teams, Jira) or ``Message-ID``
-  (e-mail) again and can drop the repeat.
+* Every request carries the intent's idempotency key (``Idempotency-Key`` header for
+  webhooks, Slack, Teams and Jira; ``Message-ID`` for e-mail): a resend is recognisable.
+* The activity heartbeats every second with the keys already sent. A worker that dies
+  mid-round is noticed within the heartbeat timeout (seconds) and the next attempt skips
+  what the last heartbeat says was sent; what it cannot know it sends again under the
+  same key. Keys the ledger already shows as sent (a run repaired by a reset re-decides
+  them) are skipped when PostgreSQL answers within ``LEDGER_CHECK_TIMEOUT``.
+* Retryable failures (5xx, 429, 408, time-outs, connection errors, SMTP 4xx) come back in
+  ``retry``: the workflow sends them again in a later round after a durable back-off.
+  Permanent ones (other 4xx, missing credentials, a message that cannot be rendered) come
+  back in ``failed``, per intent. Messages to one destination (channel + target) keep
+  their order: after a retryable failure the rest of that destination waits for the next
+  round. Different destinations are served concurrently.
 
-Retryable failures (5xx, 429, 408, time-outs, connection errors, SMTP 4xx) put
-the row back to ``pending`` and, once every intent of the batch has had its
-turn, raise ``ApplicationError(type="DeliveryRetryable")`` so Temporal backs
-off; permanent ones mark the row ``failed`` and come back in
-``DeliveryOutcome.failed`` for the workflow to record. Messages to one
-destination (channel + target) keep their order: after a retryable failure
-the rest of that destination's intents wait for the next attempt. Different
-destinations are served concurrently.
+``deliver_notifications`` serves runs of the released commit path: it claims each ledger
+row with a lease before sending and records the result itself, and raises
+``DeliveryRetryable`` so Temporal retries the activity.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import quote
 
@@ -56,6 +57,9 @@ from schemas.notifications import (
     DeliveryFailure,
     DeliveryOutcome,
     NotificationIntent,
+    SendOutcome,
+    Sent,
+    ToRetry,
 )
 
 log = logging.getLogger(__name__)
@@ -230,6 +234,14 @@ class NotificationSettings(BaseModel):
 
 # -- the activity -------------------------------------------------------------
 
+# Keys the ledger already shows as sent are skipped, if PostgreSQL answers this fast; after it
+# did not, pages go out unchecked for a while instead of each paying the wait.
+LEDGER_CHECK_TIMEOUT = 0.25
+LEDGER_CHECK_PAUSE = 30.0
+HEARTBEAT_EVERY = 1.0
+
+_SENT_KEYS = "SELECT idempotency_key FROM notifications WHERE idempotency_key = ANY($1) AND status = 'sent'"
+
 _INSERT = """
 INSERT INTO notifications (idempotency_key, escalation_id, ticket_id, seq, audience, recipient,
                            channel, target, template, context)
@@ -284,6 +296,111 @@ class NotificationActivities:
         self._settings = settings
         self._http = http
         self._senders: dict[str, Sender] = build_senders(settings, http, pool)
+        self._ledger_unchecked_until = 0.0
+
+    @activity.defn(name="send_notifications")
+    async def send_notifications(self, batch: DeliveryBatch) -> SendOutcome:
+        """One delivery round of ``batch``; never waits on PostgreSQL."""
+        outcome = SendOutcome()
+        done: dict[str, Sent] = {}
+        for detail in activity.info().heartbeat_details:
+            for sent in _Progress.model_validate(detail).sent:
+                done[sent.key] = sent
+        progress = _Progress(sent=list(done.values()))
+        keep_alive = asyncio.create_task(_heartbeat_forever(progress))
+        try:
+            return await self._send_round(batch, outcome, done, progress)
+        finally:
+            keep_alive.cancel()
+
+    async def _send_round(self, batch: DeliveryBatch, outcome: SendOutcome, done: dict[str, Sent],
+                          progress: _Progress) -> SendOutcome:
+        prepared: list[_Prepared] = []
+        for intent in _unique(batch):
+            if intent.key in done:
+                continue
+            try:
+                prepared.append(_Prepared(intent, self._render(_with_handoff(intent, batch.handoff))))
+            except ValueError as exc:
+                outcome.failed.append(DeliveryFailure(
+                    key=intent.key, recipient=intent.recipient, channel=intent.channel,
+                    error=f"cannot render {intent.template}: {exc}"[:500], permanent=True))
+        for key in await self._ledger_sent([p.intent.key for p in prepared]):
+            sent = Sent(key=key, at=datetime.now(UTC))
+            done[key] = sent
+            progress.sent.append(sent)
+        prepared = [p for p in prepared if p.intent.key not in done]
+        limit = asyncio.Semaphore(self._settings.max_parallel)
+
+        async def serve(destination: list[_Prepared]) -> None:
+            for index, item in enumerate(destination):
+                async with limit:
+                    result = await self._send_once(item)
+                if isinstance(result, Sent):
+                    progress.sent.append(result)
+                    activity.heartbeat(progress.model_dump(mode="json"))
+                    if result.jira_key:
+                        outcome.jira_key = result.jira_key
+                    continue
+                if isinstance(result, DeliveryFailure):
+                    outcome.failed.append(result)
+                    continue
+                outcome.retry.append(result)
+                for later in destination[index + 1:]:
+                    outcome.retry.append(ToRetry(
+                        key=later.intent.key,
+                        error=f"waits for {item.intent.key} (same destination, kept in order)"))
+                return
+
+        async with asyncio.TaskGroup() as group:
+            for destination in _by_destination(prepared):
+                group.create_task(serve(destination))
+        outcome.sent = [Sent(key=s.key, provider_response_id=s.provider_response_id, at=s.at) for s in progress.sent]
+        return outcome
+
+    def _render(self, intent: NotificationIntent) -> Rendered:
+        escalation = intent.context.get("escalation")
+        workflow_id = escalation.get("workflow_id") if isinstance(escalation, Mapping) else None
+        return render(intent.template, intent.context, intent.audience,
+                      workflow_url=self._settings.workflow_url(workflow_id))
+
+    async def _ledger_sent(self, keys: list[str]) -> list[str]:
+        """Keys the ledger shows as sent; none when PostgreSQL does not answer at once."""
+        if not keys or time.monotonic() < self._ledger_unchecked_until:
+            return []
+        try:
+            async with asyncio.timeout(LEDGER_CHECK_TIMEOUT):
+                async with self._pool.acquire() as conn:
+                    return [r["idempotency_key"] for r in await conn.fetch(_SENT_KEYS, keys)]
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            self._ledger_unchecked_until = time.monotonic() + LEDGER_CHECK_PAUSE
+            log.warning("ledger not checked before sending (PostgreSQL: %s); for %gs pages go out unchecked "
+                        "and receivers deduplicate by idempotency key", type(exc).__name__, LEDGER_CHECK_PAUSE)
+            return []
+
+    async def _send_once(self, item: _Prepared) -> _SentWithJira | DeliveryFailure | ToRetry:
+        intent = item.intent
+        sender = self._senders[intent.channel]
+        try:
+            async with asyncio.timeout(self._settings.request_timeout * 2):
+                result = await sender.send(Delivery(intent, item.message))
+        except RetryableDeliveryError as exc:
+            error = self._settings.redact(str(exc))
+            log.warning("notification %s will be retried: %s", intent.key, error)
+            return ToRetry(key=intent.key, error=error[:500], retry_after=exc.retry_after)
+        except PermanentDeliveryError as exc:
+            error = self._settings.redact(str(exc))
+            log.error("notification %s failed permanently: %s", intent.key, error)
+            return DeliveryFailure(key=intent.key, recipient=intent.recipient, channel=intent.channel,
+                                   error=error[:500], permanent=True)
+        except TimeoutError:
+            error = f"{intent.channel}: the send took longer than {self._settings.request_timeout * 2:g}s"
+            log.warning("notification %s will be retried: %s", intent.key, error)
+            return ToRetry(key=intent.key, error=error)
+        log.info("notification %s sent via %s to %s (%s)", intent.key, intent.channel, intent.recipient,
+                 result.provider_response_id)
+        return _SentWithJira(key=intent.key, provider_response_id=result.provider_response_id,
+                             at=datetime.now(UTC), jira_key=result.jira_key)
 
     @activity.defn(name="deliver_notifications")
     async def deliver_notifications(self, batch: DeliveryBatch) -> DeliveryOutcome:
@@ -474,6 +591,46 @@ class NotificationActivities:
             type="DeliveryRetryable",
             next_retry_delay=delay,
         )
+
+
+class _SentWithJira(Sent):
+    jira_key: str | None = None
+
+
+class _Progress(BaseModel):
+    """Heartbeat details: what this round has sent so far (read back by the next attempt)."""
+
+    sent: list[Sent] = Field(default_factory=list)
+
+
+async def _heartbeat_forever(progress: _Progress) -> None:
+    """Heartbeat while sends are in flight, so a slow receiver is not mistaken for a dead worker."""
+    while True:
+        activity.heartbeat(progress.model_dump(mode="json"))
+        await asyncio.sleep(HEARTBEAT_EVERY)
+
+
+def _unique(batch: DeliveryBatch) -> list[NotificationIntent]:
+    seen: set[str] = set()
+    unique = []
+    for intent in batch.intents:
+        if intent.escalation_id != batch.escalation_id:
+            raise ApplicationError(
+                f"intent {intent.key} belongs to escalation {intent.escalation_id}, not to the "
+                f"batch's {batch.escalation_id}", type="InvalidNotification", non_retryable=True)
+        if intent.key not in seen:
+            seen.add(intent.key)
+            unique.append(intent)
+    return unique
+
+
+def _with_handoff(intent: NotificationIntent, handoff: dict | None) -> NotificationIntent:
+    """The intent's context with the batch's handoff (carried once per batch, not per intent)."""
+    escalation = intent.context.get("escalation")
+    if handoff is None or not isinstance(escalation, Mapping) or "handoff" in escalation:
+        return intent
+    context = {**intent.context, "escalation": {**escalation, "handoff": handoff}}
+    return intent.model_copy(update={"context": context})
 
 
 def _by_destination(prepared: list[_Prepared]) -> list[list[_Prepared]]:

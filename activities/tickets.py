@@ -6,7 +6,8 @@ changes nothing, an older version never overwrites a newer one.
 The sweep escalates a ticket at most once per episode. The rules, in SQL (``ELIGIBLE``):
 
 - an *open escalation* is a read-model row of the ticket (table ``escalations``, folded from
-  the workflow's events) whose status is not ``closed``; or a sweep start recorded in
+  the workflow's events) whose status is not ``closed``, ``failed`` or ``terminated`` (a run that ended without closing
+  ends the episode like a close; the reconciler of ended runs records it); or a sweep start recorded in
   ``ticket_escalations`` less than ``CLAIM_LEASE`` ago whose run the read model does not show
   yet (it folds the ``opened`` event a moment after the start); or a live claim (younger than
   ``CLAIM_LEASE``) of another sweep that is starting it. Temporal's id conflict is the final
@@ -68,7 +69,8 @@ ELIGIBLE = """
     NOT EXISTS (
         SELECT 1 FROM escalations e
          WHERE e.ticket_id = t.id
-           AND (e.status <> 'closed' OR e.closed_at IS NULL OR e.closed_at >= t.updated_at))
+           AND (e.status NOT IN ('closed', 'failed', 'terminated') OR e.closed_at IS NULL
+                OR e.closed_at >= t.updated_at))
     AND NOT EXISTS (
         SELECT 1 FROM ticket_escalations l
          WHERE l.ticket_id = t.id

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
 from schemas.escalation import DomainEvent
 from schemas.notifications import NotificationIntent
+from schemas.policy import Policy
 
 
 class EventBatch(BaseModel):
@@ -38,3 +40,65 @@ class PolicyRequest(BaseModel):
 
     name: str | None = None
     version: int | None = None
+
+
+class LoadedPolicy(BaseModel):
+    """A policy as loaded for a run, with the digest that pins it."""
+
+    policy: Policy
+    digest: str
+
+
+# -- the projection (Temporal history -> PostgreSQL) -----------------------------
+
+
+class LedgerUpdate(BaseModel):
+    """What became of one delivery, for its row in the ``notifications`` ledger."""
+
+    key: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int = Field(ge=1)
+    last_error: str | None = None
+    provider_response_id: str | None = None
+    at: AwareDatetime
+
+
+class Outbox(BaseModel):
+    """Recorded in Temporal, not yet in PostgreSQL: written in this order by the projection."""
+
+    events: list[DomainEvent] = Field(default_factory=list)
+    intents: list[NotificationIntent] = Field(default_factory=list)
+    ledger: list[LedgerUpdate] = Field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.intents or self.ledger)
+
+
+class ProjectionBatch(Outbox):
+    """One projection step of one escalation; stored in one transaction, idempotently."""
+
+    escalation_id: str
+    ticket_id: str
+    run_id: str
+    policy_digest: str | None = Field(default=None, description="of the pinned policy, registered with 'opened'")
+
+
+class ProjectionResult(BaseModel):
+    stored: int = 0
+    already: int = 0
+    repeat_of: str | None = None
+    repeat_count: int | None = Field(default=None, description="set when this step projected 'opened'")
+
+
+# -- housekeeping -------------------------------------------------------------------
+
+
+class ReconcileRequest(BaseModel):
+    """Look for escalation runs that ended without closing in this window before now."""
+
+    lookback: timedelta = timedelta(days=7)
+
+
+class ReconcileResult(BaseModel):
+    checked: int = 0
+    recorded: list[str] = Field(default_factory=list, description="workflow ids newly recorded as ended")

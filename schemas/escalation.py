@@ -5,21 +5,33 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from schemas.keys import WORKFLOW_TASK_TIMEOUT
 from schemas.policy import Channel, Kind, Priority
 from schemas.text import reject_nul
 
-Status = Literal["open", "acknowledged", "paused", "resolved", "closed"]
+Status = Literal["open", "acknowledged", "paused", "resolved", "closed", "failed", "terminated"]
 TriggerSource = Literal["api", "cli", "sweep", "client"]
-NonEmpty = Annotated[str, Field(min_length=1, max_length=10_000)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 TicketId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
 CategorySlug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+LevelId = Annotated[str, Field(min_length=1, max_length=64)]
+
+# Every free-text field has a bound, and a request as a whole one well under Temporal's 2 MB
+# payload limit: the request is the workflow input, carried across continue-as-new, and the
+# handoff travels once with each delivery batch (never copied into each notification).
+MAX_REQUEST_BYTES = 64 * 1024
+Text = Annotated[str, Field(max_length=8_000)]
+LongText = Annotated[str, Field(max_length=16_000)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=8_000)]
+Reason = Annotated[str, Field(min_length=1, max_length=2_000)]
+Action = Annotated[str, Field(min_length=1, max_length=1_000)]
 
 OPEN_STATUSES: tuple[Status, ...] = ("open", "acknowledged", "paused")
+# A run that ended without closing: Temporal reports it failed, terminated, timed out or canceled.
+ENDED_STATUSES: tuple[Status, ...] = ("closed", "failed", "terminated")
 
 
 class Model(BaseModel):
@@ -34,28 +46,28 @@ class Model(BaseModel):
 class Customer(Model):
     id: Name
     name: Name
-    segment: str | None = None
-    timezone: str | None = None
-    email: str | None = None
+    segment: Annotated[str, Field(max_length=64)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
+    email: Annotated[str, Field(max_length=254)] | None = None
 
 
 class Impact(Model):
-    users_affected: int = Field(default=0, ge=0)
+    users_affected: int = Field(default=0, ge=0, le=1_000_000_000)
     critical: bool = False
-    description: str | None = None
+    description: Annotated[str, Field(max_length=2_000)] | None = None
 
 
 class Handoff(Model):
-    ticket_history: str | None = None
-    error_logs: str | None = None
-    integration_id: str | None = None
-    steps_to_reproduce: str | None = None
+    ticket_history: LongText | None = None
+    error_logs: LongText | None = None
+    integration_id: Annotated[str, Field(max_length=200)] | None = None
+    steps_to_reproduce: Text | None = None
 
 
 class Trigger(Model):
     source: TriggerSource = "client"
-    criterion: str | None = None
-    detail: str | None = None
+    criterion: Annotated[str, Field(max_length=100)] | None = None
+    detail: Annotated[str, Field(max_length=1_000)] | None = None
 
 
 class EscalationRequest(Model):
@@ -69,7 +81,7 @@ class EscalationRequest(Model):
     priority: Priority
     impact: Impact = Impact()
     handoff: Handoff = Handoff()
-    policy: str | None = None
+    policy: Annotated[str, Field(max_length=64)] | None = None
     trigger: Trigger = Trigger()
 
     model_config = ConfigDict(
@@ -96,6 +108,14 @@ class EscalationRequest(Model):
             ]
         },
     )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "EscalationRequest":
+        size = len(self.model_dump_json(exclude={"carried"} if "carried" in type(self).model_fields else None))
+        if size > MAX_REQUEST_BYTES:
+            raise ValueError(f"the request is {size} bytes of JSON; at most {MAX_REQUEST_BYTES} are accepted "
+                             "(shorten handoff.ticket_history / handoff.error_logs)")
+        return self
 
     @property
     def workflow_id(self) -> str:
@@ -158,7 +178,7 @@ def details_for(request: EscalationRequest) -> str:
 
 class AcknowledgeCommand(Model):
     by: Name
-    level: str | None = Field(
+    level: LevelId | None = Field(
         default=None,
         description="Acknowledge as this level; a consulted level records its own acknowledgement.",
     )
@@ -166,8 +186,8 @@ class AcknowledgeCommand(Model):
 
 class EscalateCommand(Model):
     by: Name
-    reason: NonEmpty
-    to_level: str | None = None
+    reason: Reason
+    to_level: LevelId | None = None
 
 
 class AddNoteCommand(Model):
@@ -178,7 +198,7 @@ class AddNoteCommand(Model):
 
 class PauseCommand(Model):
     by: Name
-    reason: NonEmpty
+    reason: Reason
 
 
 class ResumeCommand(Model):
@@ -189,19 +209,25 @@ class ResolveCommand(Model):
     by: Name
     root_cause: NonEmpty
     mitigation: NonEmpty
-    preventive_actions: list[NonEmpty] = Field(default_factory=list)
+    preventive_actions: list[Action] = Field(default_factory=list, max_length=20)
 
 
 class ApplyPolicyCommand(Model):
     by: Name = "operator"
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=1_000_000)
+
+
+class UpgradeCommand(Model):
+    """Move a run of the released commit path onto the current one (``escalations repair``)."""
+
+    by: Name = "operator"
 
 
 class CompletePostmortemCommand(Model):
     by: Name
     summary: NonEmpty
     root_cause: NonEmpty
-    improvements: list[NonEmpty] = Field(min_length=1)
+    improvements: list[Action] = Field(min_length=1, max_length=20)
     kb_article_url: HttpUrl | None = None
 
     @field_validator("root_cause")
@@ -364,6 +390,7 @@ EventType = Literal[
     "postmortem_overdue",
     "postmortem_completed",
     "closed",
+    "run_ended",
 ]
 
 

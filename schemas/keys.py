@@ -10,6 +10,8 @@ DEFAULT_TASK_QUEUE = "escalations"
 ESCALATION_WORKFLOW = "EscalationWorkflow"
 POSTMORTEM_WORKFLOW = "PostmortemWorkflow"
 SWEEP_WORKFLOW = "CriteriaSweepWorkflow"
+HOUSEKEEPING_WORKFLOW = "HousekeepingWorkflow"
+HOUSEKEEPING_SCHEDULE = "escalations-housekeeping"
 
 # A workflow task started by a worker that then died is retried only after this; the
 # server's default (10 s) would make every deadline due during a crash that much later.
@@ -29,9 +31,19 @@ SEARCH_ATTRIBUTES = (PRIORITY, LEVEL, STATUS, CUSTOMER, CATEGORY, KIND, BREACHED
 
 # Activity names, so workflow modules need not import activity code (asyncpg, httpx).
 LOAD_POLICY = "load_policy"
+PIN_POLICY = "pin_policy"
+PROJECT_EVENTS = "project_events"
+RECONCILE_ENDED_RUNS = "reconcile_ended_runs"
+SEND_NOTIFICATIONS = "send_notifications"
+# Used only by runs that started on the released commit path (events stored by a local
+# activity inside the deciding workflow task); kept until no such run is open.
 FIND_REPEATS = "find_repeats"
 RECORD_EVENTS = "record_events"
 DELIVER_NOTIFICATIONS = "deliver_notifications"
+
+# The patch that moved the commit path out of the workflow task (events recorded in history,
+# projected to PostgreSQL afterwards): ``workflow.patched(HISTORY_FIRST)``.
+HISTORY_FIRST = "history-first-commit"
 
 
 def search_attribute_flags() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from schemas.policy import Channel
 
@@ -53,11 +53,18 @@ class NotificationIntent(BaseModel):
 
 
 class DeliveryBatch(BaseModel):
-    """The intents of one committed batch of events; delivered by one activity."""
+    """The intents of one committed batch of events; delivered by one activity.
+
+    ``handoff`` travels once per batch (never copied into each intent): channels that carry
+    it (Jira, internal webhooks) find it in ``context["escalation"]["handoff"]`` when the
+    message is rendered. Runs of the released commit path put it in every intent instead.
+    """
 
     escalation_id: str
     ticket_id: str
     intents: list[NotificationIntent]
+    handoff: dict[str, Any] | None = None
+    round: int = Field(default=1, ge=1, description="which delivery round of these intents this is")
 
 
 class DeliveryFailure(BaseModel):
@@ -72,4 +79,25 @@ class DeliveryOutcome(BaseModel):
     sent: list[str] = Field(default_factory=list)
     already_sent: list[str] = Field(default_factory=list)
     failed: list[DeliveryFailure] = Field(default_factory=list)
+    jira_key: str | None = None
+
+
+class Sent(BaseModel):
+    key: str
+    provider_response_id: str | None = None
+    at: AwareDatetime
+
+
+class ToRetry(BaseModel):
+    key: str
+    error: str
+    retry_after: float | None = None
+
+
+class SendOutcome(BaseModel):
+    """One delivery round: what was sent, what failed for good, what to try again later."""
+
+    sent: list[Sent] = Field(default_factory=list)
+    failed: list[DeliveryFailure] = Field(default_factory=list)
+    retry: list[ToRetry] = Field(default_factory=list)
     jira_key: str | None = None

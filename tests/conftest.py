@@ -33,10 +33,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.notifications import NotificationActivities, NotificationSettings
-from activities.policy import PolicyActivities, PolicySource
-from activities.store import StoreActivities
-from activities.tickets import TicketActivities
+from activities.notifications import NotificationSettings
+from activities.policy import PolicySource
 from escalations.db.migrate import migrate
 from escalations.db.pool import create_pool
 from schemas import keys
@@ -205,18 +203,20 @@ async def running_worker(
     task_queue: str,
     policy: str | Path = "fast",
     environ: dict[str, str] | None = None,
+    replace: dict[str, Callable[..., Any]] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Worker]:
-    """The real worker (workflows + activities) on ``task_queue`` until the block ends."""
+    """The real worker (workflows + activities) on ``task_queue`` until the block ends.
+
+    ``replace`` swaps activities by name, ``options`` adds ``Worker`` options, for a test
+    that needs a part to misbehave.
+    """
     path = policy if isinstance(policy, Path) else policy_path(policy)
     source = PolicySource.from_setting(str(path))
     async with httpx.AsyncClient() as http:
         worker = build_worker(
-            client,
-            task_queue=task_queue,
-            store=StoreActivities(pool),
-            policies=PolicyActivities(pool, source),
-            notifications=NotificationActivities(pool, NotificationSettings.from_env(environ or {}), http),
-            tickets=TicketActivities(pool, client, task_queue=task_queue),
+            client, pool, http, policies=source, notification_settings=NotificationSettings.from_env(environ or {}),
+            replace=replace, **options,
             settings=WorkerSettings(
                 task_queue=task_queue, database_url="", policy_file=str(path),
                 sticky_queue_timeout=timedelta(seconds=1),
@@ -234,9 +234,10 @@ async def start_worker(
     """``async with start_worker("fast") as worker:`` runs the real worker for this test."""
 
     def run(
-        policy: str | Path = "fast", environ: dict[str, str] | None = None, queue: str | None = None
+        policy: str | Path = "fast", environ: dict[str, str] | None = None, queue: str | None = None,
+        replace: dict[str, Callable[..., Any]] | None = None,
     ):
-        return running_worker(client, pg_pool, queue or task_queue, policy, environ)
+        return running_worker(client, pg_pool, queue or task_queue, policy, environ, replace)
 
     yield run
 
@@ -291,6 +292,24 @@ async def start_escalation(
 
 async def current_state(handle: WorkflowHandle[Any, Any]) -> EscalationState:
     return await handle.query("state", result_type=EscalationState)
+
+
+async def projected(pool: asyncpg.Pool, handle: WorkflowHandle[Any, Any], *, timeout: float = 20.0) -> EscalationState:
+    """Wait until PostgreSQL holds every event the run has recorded (the projection lags history)."""
+
+    async def caught_up() -> EscalationState:
+        try:
+            state = await current_state(handle)
+        except WorkflowQueryFailedError:
+            raise
+        stored = await pool.fetchval("SELECT max(seq) FROM escalation_events WHERE escalation_id = $1",
+                                     state.escalation_id)
+        assert stored == state.last_seq, f"projected up to #{stored}, history holds #{state.last_seq}"
+        outbox = await handle.query("outbox")
+        assert not any(outbox.get(part) for part in ("events", "intents", "ledger")), "outbox not drained"
+        return state
+
+    return await eventually(caught_up, timeout=timeout)
 
 
 # -- process exit -------------------------------------------------------------

@@ -40,6 +40,7 @@ import warnings
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class Recorded:
     query: str
     headers: CIMultiDict[str]
     body: bytes
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -264,7 +264,7 @@ async def test_operator_reads_escalations_in_temporal_ui(
                 # -- named timers and activities in the timeline ------------------------------
                 await page.get_by_role("tab", name="Timeline").click()
                 for text in ("ack deadline tier2 (3s)", "ack deadline engineering (1h)",
-                             "deliver_notifications • notify tier2 on-call", "load_policy"):
+                             "send_notifications • notify tier2 on-call", "pin_policy", "project_events • project event #1"):
                     await expect(main.get_by_text(text).first).to_be_visible()
                 shot = tmp_path / "ui-workflow-timeline.png"
                 await page.screenshot(path=str(shot), full_page=True)

@@ -12,7 +12,7 @@ from schemas.escalation import (
     EscalationState,
     ResolveCommand,
 )
-from tests.conftest import blog_request, current_state, eventually, start_escalation
+from tests.conftest import blog_request, current_state, eventually, projected, start_escalation
 
 
 async def events_of(pg_pool, escalation_id: str) -> list[tuple[int, str]]:
@@ -82,6 +82,7 @@ async def test_validators_reject_commands_the_state_forbids(client, task_queue, 
             result_type=EscalationState,
         )
         assert resolved.status == "resolved"
+        await projected(pg_pool, handle)
         before = await events_of(pg_pool, resolved.escalation_id)
         for name, command in [
             ("acknowledge", AcknowledgeCommand(by="x")),
@@ -91,4 +92,5 @@ async def test_validators_reject_commands_the_state_forbids(client, task_queue, 
             with pytest.raises(WorkflowUpdateFailedError) as rejected:
                 await handle.execute_update(name, command, result_type=EscalationState)
             assert "is resolved" in str(rejected.value.cause)
+        await projected(pg_pool, handle)
         assert await events_of(pg_pool, resolved.escalation_id) == before

@@ -27,7 +27,7 @@ from activities.policy import PolicyActivities, PolicySource, packaged_policy
 from activities.store import StoreActivities
 from escalations.db.csat import AlreadyRecorded, NoEscalation, NotResolved, OutsideWindow, record_csat
 from escalations.db.kpis import compute_kpis
-from escalations.db.projection import rebuild
+from escalations.db.eventstore import rebuild
 from schemas.activities import EventBatch, PolicyRequest, RepeatInfo, RepeatQuery
 from schemas.durations import format_duration
 from schemas.escalation import (

@@ -19,6 +19,7 @@ from tests.conftest import (
     current_state,
     eventually,
     level_ack,
+    projected,
     start_escalation,
     write_policy,
 )
@@ -169,6 +170,7 @@ async def test_runs_keep_their_policy_version_until_told(client, task_queue, sta
                                             result_type=EscalationState)
         assert moved.policy.version == 2
         assert moved.deadlines.ack_due == first.opened_at + timedelta(seconds=90)
+        await projected(pg_pool, handle)
         types = await event_types(pg_pool, moved.escalation_id)
         assert types[-1] == "policy_applied"
         assert await pg_pool.fetchval(

@@ -1,4 +1,4 @@
-"""The event store activity: idempotent appends, loud conflicts, superseded decisions."""
+"""The released commit path's store activity: idempotent appends, loud conflicts, superseded decisions."""
 
 from __future__ import annotations
 
@@ -64,7 +64,20 @@ async def test_a_later_workflow_task_supersedes_a_decision_that_never_completed(
     assert await pg_pool.fetchval("SELECT opened_at FROM escalations WHERE escalation_id = 'esc-1'") == later
 
 
-@pytest.mark.parametrize(("run_id", "decided_in"), [("run-1", 3), ("run-1", 2), ("run-2", 9)])
+async def test_every_attempt_of_one_workflow_task_supersedes_the_last(pg_pool):
+    """Attempts 2, 3, ... of one task see the same history length; none of them fails the run."""
+    activities = StoreActivities(pg_pool)
+    env = ActivityEnvironment()
+    await env.run(activities.record_events, batch(T0, 3, recipient="Dana"))
+    for attempt, recipient in enumerate(["Sam", "Kim", "Lee"], start=1):
+        at = T0 + timedelta(seconds=attempt)
+        assert await env.run(activities.record_events, batch(at, 6, recipient=recipient)) == 1
+        assert await pg_pool.fetchval("SELECT occurred_at FROM escalation_events WHERE seq = 1") == at
+    assert [r["recipient"] for r in await pg_pool.fetch("SELECT recipient FROM notifications")] == ["Lee"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM superseded_events") == 2
+
+
+@pytest.mark.parametrize(("run_id", "decided_in"), [("run-1", 2), ("run-2", 9)])
 async def test_any_other_conflict_fails_loudly(pg_pool, run_id, decided_in):
     activities = StoreActivities(pg_pool)
     env = ActivityEnvironment()

@@ -17,19 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Worker
 
-from activities.notifications import NotificationActivities, NotificationSettings
-from activities.policy import PolicyActivities, PolicySource
-from activities.store import StoreActivities
 from activities.tickets import CANDIDATES, TicketActivities, upsert_tickets
-from escalations.cli.tickets import SCHEDULE_ID, install_schedule
+from escalations.schedules import SCHEDULE_ID, install_schedule
 from schemas.escalation import (
     CompletePostmortemCommand,
     EscalationState,
@@ -40,9 +35,7 @@ from schemas.escalation import (
 from schemas.policy import load_policy_file
 from schemas.ticket import CandidateQuery, EscalateBatch, SweepInput, SweepMatch, SweepResult, Ticket
 from starter import app as cli
-from tests.conftest import current_state, eventually
-from workflows.escalation import EscalationWorkflow
-from workflows.postmortem import PostmortemWorkflow
+from tests.conftest import current_state, eventually, running_worker
 from workflows.sweep import CriteriaSweepWorkflow
 
 FAST = Path(__file__).parent / "policies" / "fast.yaml"
@@ -85,25 +78,9 @@ def tag() -> str:
 
 @asynccontextmanager
 async def sweep_worker(client: Client, task_queue: str, pg_pool, policy_file: Path) -> AsyncIterator[TicketActivities]:
-    """The real worker plus the sweep: what worker.py registers once the lead wires it."""
-    source = PolicySource.from_setting(str(policy_file))
-    store, policies = StoreActivities(pg_pool), PolicyActivities(pg_pool, source)
-    tickets = TicketActivities(pg_pool, client, task_queue=task_queue)
-    async with httpx.AsyncClient() as http:
-        notifications = NotificationActivities(pg_pool, NotificationSettings.from_env({}), http)
-        worker = Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow],
-            activities=[
-                store.record_events, store.find_repeats, policies.load_policy,
-                notifications.deliver_notifications,
-                tickets.find_sweep_candidates, tickets.escalate_tickets,
-            ],
-            sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
-        )
-        async with worker:
-            yield tickets
+    """The real worker (the one assembly worker.py builds); yields the sweep's activities for direct calls."""
+    async with running_worker(client, pg_pool, task_queue, policy_file):
+        yield TicketActivities(pg_pool, client, task_queue=task_queue)
 
 
 def now() -> datetime:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel
 
+from schemas.activities import Outbox
 from schemas.durations import format_duration
 from schemas.escalation import EscalationRequest, EscalationState
 from schemas.policy import Policy
@@ -197,6 +198,8 @@ class RunState(BaseModel):
     policy: Policy
     clocks: ClockSet
     fingerprint: str
+    # What history holds but PostgreSQL does not yet; only set in the continue-as-new payload.
+    outbox: Outbox | None = None
 
 
 class EscalationRunInput(EscalationRequest):

@@ -24,10 +24,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.notifications import NotificationActivities, NotificationSettings
-from activities.policy import PolicyActivities, PolicySource
-from activities.store import StoreActivities
-from activities.tickets import TicketActivities
+from activities.notifications import NotificationSettings
+from activities.policy import PolicySource
 from bench import policies
 from bench.results import Target
 from bench.scenarios import lifecycle
@@ -113,10 +111,7 @@ async def month(ctx: Context, days: int) -> dict[str, Any]:
             task_queue = queue()
             source = PolicySource.from_setting(str(policy_file))
             worker = build_worker(
-                env.client, task_queue=task_queue, store=StoreActivities(pool),
-                policies=PolicyActivities(pool, source),
-                notifications=NotificationActivities(pool, NotificationSettings.from_env({}), http),
-                tickets=TicketActivities(pool, env.client, task_queue=task_queue),
+                env.client, pool, http, policies=source, notification_settings=NotificationSettings.from_env({}),
                 settings=WorkerSettings(task_queue=task_queue, database_url="", policy_file=str(policy_file)),
             )
             async with worker:

@@ -137,10 +137,8 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
     import asyncpg
     import httpx
 
-    from activities.notifications import NotificationActivities, NotificationSettings
-    from activities.policy import PolicyActivities, PolicySource, packaged_policy
-    from activities.store import StoreActivities
-    from activities.tickets import TicketActivities
+    from activities.notifications import NotificationSettings
+    from activities.policy import PolicySource, packaged_policy
     from escalations.connect import temporal_client
     from escalations.db.migrate import migrate
     from escalations.db.pool import create_pool
@@ -200,12 +198,7 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
             "TEMPORAL_NAMESPACE": connection.namespace,
         })
         worker = build_worker(
-            client,
-            task_queue=task_queue,
-            store=StoreActivities(pool),
-            policies=PolicyActivities(pool, source),
-            notifications=NotificationActivities(pool, settings, http),
-            tickets=TicketActivities(pool, client, task_queue=task_queue),
+            client, pool, http, policies=source, notification_settings=settings,
             settings=WorkerSettings(
                 task_queue=task_queue, database_url=database_url, policy_file=str(policy_file),
                 max_cached_workflows=100, max_concurrent_activities=20,
@@ -354,11 +347,16 @@ class Story:
         escalation_id = escalation_id or self.escalation_id
         assert escalation_id is not None
         shown = self.shown_seq.get(escalation_id, 0)
-        async with self.pool.acquire() as conn:
-            target = await conn.fetchval(_EVENT_SEQ, escalation_id, list(event_types))
-        if target is None:
-            raise DemoError(f"no {'/'.join(event_types)} event recorded for escalation {escalation_id}")
+        # PostgreSQL follows Temporal history a moment later (the projection): wait for it.
         deadline = time.monotonic() + 30
+        while True:
+            async with self.pool.acquire() as conn:
+                target = await conn.fetchval(_EVENT_SEQ, escalation_id, list(event_types))
+            if target is not None and target > shown:
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"no {'/'.join(event_types)} event recorded for escalation {escalation_id}")
+            await asyncio.sleep(0.1)
         while True:
             async with self.pool.acquire() as conn:
                 rows = await conn.fetch(_LEDGER, escalation_id, shown)

@@ -260,7 +260,8 @@ def csat(
 
 def rebuild_read_model(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Truncate the escalations read model and replay it from escalation_events."""
-    from escalations.db.projection import ProjectionError, rebuild
+    from escalations.db.eventstore import rebuild
+    from escalations.db.projection import ProjectionError
 
     async def work(conn):  # type: ignore[no-untyped-def]
         before = await conn.fetchval("SELECT count(*) FROM escalations")

@@ -1,7 +1,4 @@
-"""``escalations tickets import`` and ``escalations schedule install|trigger``: the sweep's inputs.
-
-``install_schedule`` is also what the dev stack calls once the worker is up.
-"""
+"""``escalations tickets import`` and ``escalations schedule install|trigger``: the sweep's inputs."""
 
 from __future__ import annotations
 
@@ -9,35 +6,33 @@ import asyncio
 import json
 import os
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleState,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
-from escalations.connect import DEFAULT_DATA_DIR, StackNotFound, read_stack, require_database, resolve, temporal_client
-from schemas import keys
+from escalations.connect import (
+    DEFAULT_DATA_DIR,
+    StackNotFound,
+    read_stack,
+    require_database,
+    resolve,
+    temporal_client,
+)
+from escalations.schedules import (
+    HOUSEKEEPING_EVERY,
+    SCHEDULE_ID,
+    install_housekeeping,
+    install_schedule,
+    sweep_every,
+)
 from schemas.durations import format_duration
-from schemas.policy import Policy, PolicyError, describe_errors
-from schemas.ticket import SweepInput, Ticket
-
-SCHEDULE_ID = "escalation-criteria-sweep"
-DEFAULT_SWEEP_EVERY = timedelta(minutes=5)
-SWEEP_TIMEOUT = timedelta(minutes=10)  # shorter than activities.tickets.CLAIM_LEASE
+from schemas.policy import PolicyError, describe_errors
+from schemas.ticket import Ticket
 
 DataDir = Annotated[Path, typer.Option(help="Find the stack in DIR/stack.json (after the environment)")]
 
@@ -55,65 +50,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-# -- the schedule -------------------------------------------------------------
-
-
-def sweep_every(policy: Policy) -> timedelta:
-    return policy.criteria.sweep_every if policy.criteria is not None else DEFAULT_SWEEP_EVERY
-
-
-def sweep_schedule(*, task_queue: str, policy: Policy) -> Schedule:
-    """Every ``criteria.sweep_every``: one CriteriaSweepWorkflow run, never two at once."""
-    every = sweep_every(policy)
-    rules = policy.criteria.rules if policy.criteria else []
-    details = "\n".join(
-        [f"**Policy** `{policy.name}` v{policy.version} · every {format_duration(every)} · "
-         f"task queue `{task_queue}`", "", "**Rules** (first match wins)"]
-        + [f"- `{r.name}`: {r.when.model_dump(exclude_none=True, mode='json')} → "
-           f"{r.open_as.kind} {r.open_as.priority}" for r in rules]
-        + ([] if rules else ["- none: the sweep checks nothing"])
-    )
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            keys.SWEEP_WORKFLOW,
-            SweepInput(policy=policy.name),
-            id=SCHEDULE_ID,  # runs get "-<scheduled time>" appended
-            task_queue=task_queue,
-            execution_timeout=SWEEP_TIMEOUT,
-            memo={"policy": policy.name, "policy_version": policy.version},
-            static_summary=f"Criteria sweep · policy {policy.name} v{policy.version}",
-            static_details=details,
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(
-            overlap=ScheduleOverlapPolicy.SKIP,
-            # After downtime run at most the latest missed sweep (the server's minimum is 10s).
-            catchup_window=max(timedelta(seconds=10), min(every, timedelta(minutes=1))),
-        ),
-        state=ScheduleState(
-            note=f"auto-escalation by the criteria of policy {policy.name} v{policy.version} "
-                 f"(escalations schedule install)"
-        ),
-    )
-
-
-async def install_schedule(client: Client, *, task_queue: str, policy: Policy) -> str:
-    """Create the sweep schedule, or update it to this policy and interval (keeps a pause)."""
-    schedule = sweep_schedule(task_queue=task_queue, policy=policy)
-    try:
-        await client.create_schedule(
-            SCHEDULE_ID, schedule, memo={"policy": policy.name, "policy_version": policy.version}
-        )
-    except ScheduleAlreadyRunningError:
-
-        def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
-            schedule.state.paused = current.description.schedule.state.paused
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(SCHEDULE_ID).update(update)
-    return SCHEDULE_ID
-
-
 def _policy_file(option: Path | None, data_dir: Path) -> str | None:
     if option is not None:
         return str(option)
@@ -129,7 +65,8 @@ def install(
         help="Policy YAML (default: ESCALATION_POLICY_FILE, the dev stack's, or the packaged default)")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Create or update the schedule `escalation-criteria-sweep` (every criteria.sweep_every)."""
+    """Create or update the schedules: `escalation-criteria-sweep` (every criteria.sweep_every) and
+    `escalations-housekeeping` (every minute: runs that ended without closing)."""
     from activities.policy import PolicySource
 
     try:
@@ -138,16 +75,19 @@ def install(
         raise _fail(str(exc)) from None
     connection = resolve(data_dir)
 
-    async def run() -> str:
+    async def run() -> tuple[str, str]:
         client = await temporal_client(connection)
-        return await install_schedule(client, task_queue=connection.task_queue, policy=loaded)
+        sweep = await install_schedule(client, task_queue=connection.task_queue, policy=loaded)
+        return sweep, await install_housekeeping(client, task_queue=connection.task_queue)
 
-    schedule_id = asyncio.run(run())
+    schedule_id, housekeeping_id = asyncio.run(run())
     rules = len(loaded.criteria.rules) if loaded.criteria else 0
     typer.echo(
         f"schedule {schedule_id}: CriteriaSweepWorkflow every {format_duration(sweep_every(loaded))} "
         f"on task queue {connection.task_queue} · policy {loaded.name} v{loaded.version} ({rules} rules)"
     )
+    typer.echo(f"schedule {housekeeping_id}: HousekeepingWorkflow every {format_duration(HOUSEKEEPING_EVERY)} "
+               f"on task queue {connection.task_queue}")
 
 
 @schedule_app.command("trigger")

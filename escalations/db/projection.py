@@ -26,8 +26,11 @@ COLUMNS = (
     "first_acknowledged_at", "resolved_at", "resolved_by", "closed_at", "ack_due", "resolve_due",
     "next_customer_update_due", "sla_at_risk", "sla_breached", "breached_at", "paused_since",
     "paused_seconds", "resolution_seconds", "counts", "fingerprint", "repeat_of", "repeat_count",
-    "jira_key", "path", "resolution", "postmortem", "last_seq", "updated_at",
+    "jira_key", "path", "resolution", "postmortem", "last_seq", "updated_at", "repeat_window_seconds",
+    "ended_reason",
 )
+# A policy's default repeat_window (30 days), for 'opened' events that do not carry theirs.
+DEFAULT_REPEAT_WINDOW_SECONDS = 30 * 24 * 3600.0
 
 
 class ProjectionError(RuntimeError):
@@ -113,6 +116,8 @@ def _opened(row: Row | None, event: DomainEvent) -> Row:
         "postmortem": None,
         "last_seq": event.seq,
         "updated_at": event.occurred_at,
+        "repeat_window_seconds": float(event.payload.get("repeat_window_seconds", DEFAULT_REPEAT_WINDOW_SECONDS)),
+        "ended_reason": None,
     }
 
 
@@ -160,6 +165,15 @@ def _closed(row: Row, event: DomainEvent) -> None:
     row["closed_at"] = event.occurred_at
 
 
+def _run_ended(row: Row, event: DomainEvent) -> None:
+    """The run ended without closing (failed, terminated, timed out): recorded by the reconciler."""
+    row["status"] = event.payload["status"]
+    row["closed_at"] = event.occurred_at
+    row["ended_reason"] = event.payload.get("reason")
+    for key in ("ack_due", "resolve_due", "next_customer_update_due"):
+        row[key] = None
+
+
 def _nothing_more(row: Row, event: DomainEvent) -> None:
     """The generic part (snapshot, counts, path, postmortem) says it all."""
 
@@ -188,6 +202,7 @@ HANDLERS: dict[str, Callable[[Row, DomainEvent], None]] = {
     "postmortem_overdue": _nothing_more,
     "postmortem_completed": _nothing_more,
     "closed": _closed,
+    "run_ended": _run_ended,
 }
 
 
@@ -251,27 +266,3 @@ def event_from_record(record: asyncpg.Record) -> DomainEvent:
         occurred_at=record["occurred_at"],
         payload=record["payload"],
     )
-
-
-async def rebuild(conn: asyncpg.Connection, *, batch: int = 2000) -> int:
-    """Truncate the read model and replay every event in (escalation_id, seq) order."""
-    rebuilt = 0
-    async with conn.transaction():
-        await conn.execute("TRUNCATE escalations")
-        current_id: str | None = None
-        row: Row | None = None
-        cursor = conn.cursor(
-            "SELECT * FROM escalation_events ORDER BY escalation_id, seq", prefetch=batch
-        )
-        async for record in cursor:
-            event = event_from_record(record)
-            if event.escalation_id != current_id:
-                if row is not None:
-                    await save_row(conn, row)
-                    rebuilt += 1
-                current_id, row = event.escalation_id, None
-            row = fold(row, event)
-        if row is not None:
-            await save_row(conn, row)
-            rebuilt += 1
-    return rebuilt

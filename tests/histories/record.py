@@ -44,6 +44,7 @@ from tests.conftest import blog_request, level_ack, running_worker, start_escala
 from tests.receivers import HttpRecorder, Reply
 
 HERE = Path(__file__).resolve().parent
+PREFIX = ""
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
@@ -59,7 +60,12 @@ async def state(handle: WorkflowHandle) -> EscalationState:
 
 
 async def save(client: Client, workflow_id: str, name: str, run_id: str | None = None) -> None:
+    """Write the history as ``NAME.json``, or ``PREFIX-NAME.json`` with ``--prefix PREFIX``
+    (a new commit path's recordings sit beside the released one's, which must keep replaying)."""
     history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    name = f"{PREFIX}-{name}" if PREFIX else name
+    if (HERE / f"{name}.json").exists():
+        raise SystemExit(f"{name}.json exists: checked-in histories are never re-recorded")
     (HERE / f"{name}.json").write_text(history.to_json())
     print(f"recorded {name}.json ({len(history.events)} events)")
 
@@ -229,9 +235,13 @@ async def main() -> None:
                  "open_as": {"kind": "priority", "priority": "P2"}}]},
         )
         queue = f"record-{uuid.uuid4()}"
-        only = set(sys.argv[1:])
+        global PREFIX
+        arguments = sys.argv[1:]
+        if arguments[:1] == ["--prefix"]:
+            PREFIX, arguments = arguments[1], arguments[2:]
+        only = set(arguments)
         try:
-            if not only:
+            if not only or "basic" in only:
                 async with running_worker(env.client, pool, queue, policy):
                     await blog_lifecycle(env.client, queue)
                     await breach_and_climb(env.client, queue)

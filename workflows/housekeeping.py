@@ -1,0 +1,37 @@
+"""HousekeepingWorkflow: what no escalation run can do for itself, run by a Schedule.
+
+A run that ended without closing (failed, terminated, timed out) writes nothing more; the
+reconciler records how it ended in the read model, with the events it had not yet
+projected, so the API, ``escalations list``, the KPIs and the sweep see it as ended.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from schemas import keys
+    from schemas.activities import ReconcileRequest, ReconcileResult
+
+
+@workflow.defn(name="HousekeepingWorkflow")
+class HousekeepingWorkflow:
+    @workflow.run
+    async def run(self, request: ReconcileRequest) -> ReconcileResult:
+        result = await workflow.execute_activity(
+            keys.RECONCILE_ENDED_RUNS,
+            request,
+            result_type=ReconcileResult,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=5),
+            summary="record escalation runs that ended without closing",
+        )
+        workflow.set_current_details(
+            f"**Checked** {result.checked} ended runs · **recorded** {len(result.recorded)}"
+            + (f": {', '.join(result.recorded[:20])}" if result.recorded else "")
+        )
+        return result
