@@ -24,9 +24,12 @@ from tests.conftest import ROOT, blog_request, current_state, eventually, start_
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "webhook_secret"}
 
 
-def start_dev(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen:
+def start_dev(data_dir: Path, ports: dict[str, int], log: Path,
+              environ: dict[str, str] | None = None) -> subprocess.Popen:
+    """``escalations dev`` as a subprocess, in a clean environment plus ``environ``."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
+    env.update(environ or {})
     return subprocess.Popen(
         [sys.executable, "-m", "starter", "dev", "--data-dir", str(data_dir),
          "--policy", str(ROOT / "escalations" / "policies" / "demo.yaml"),

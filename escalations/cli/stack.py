@@ -27,14 +27,19 @@ def dev(
     api_port: Annotated[int, typer.Option(help="HTTP API port")] = 8000,
 ) -> None:
     """Run everything locally: Temporal dev server + UI, embedded Postgres, worker, API."""
-    from escalations.devstack.dev import DevOptions, run_dev
+    from escalations.devstack.dev import DevOptions, DevStackError, run_dev
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = DevOptions(
         data_dir=data_dir, policy_file=policy, temporal_port=temporal_port, ui_port=ui_port,
         api_port=api_port,
     )
-    asyncio.run(run_dev(options, dict(os.environ)))
+    try:
+        asyncio.run(run_dev(options, dict(os.environ)))
+    except DevStackError as exc:
+        # Everything the stack started is stopped by now; say why in one line.
+        typer.echo(f"error: escalations dev: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def worker() -> None:

@@ -3,6 +3,16 @@
 Temporal dev server (SQLite in WAL mode, UI, the contract's search attributes),
 embedded PostgreSQL (unless DATABASE_URL is set), migrations, worker, HTTP API
 and the criteria sweep schedule. Ctrl-C or SIGTERM stops everything it started.
+
+The stack supervises the servers it started: a Temporal server or embedded
+PostgreSQL that dies is started again (same data, same ports) and the worker and
+API reconnect by themselves; after 5 restarts within 60 s it gives up and stops.
+It holds ``DIR/run/dev.lock`` while it runs and records what it started in
+``DIR/run/``, so a stack that was killed (SIGKILL) is cleaned up by the next one:
+its recorded servers are stopped (only when ``/proc`` proves they are the ones
+recorded), its stale ``stack.json`` and ``postmaster.pid`` removed. A PostgreSQL
+it did not start (``DATABASE_URL``, or a cluster someone else runs) is used, never
+stopped.
 """
 
 from __future__ import annotations
@@ -19,20 +29,47 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from temporalio.client import Client
 
 from activities.policy import PolicySource
-from escalations.api.server import serve
+from escalations.api.server import ApiStartupError, serve
 from escalations.api.settings import ApiSettings
+from escalations.api.settings import ConfigError as ApiConfigError
 from escalations.connect import StackInfo, write_stack
-from escalations.cli.tickets import install_schedule
 from escalations.db.migrate import migrate
+from escalations.devstack.postgres import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    free_port,
+)
+from escalations.devstack.processes import (
+    Child,
+    RunDir,
+    StackBusy,
+    SupervisionError,
+    Supervisor,
+    stop_orphan,
+)
+from escalations.devstack.temporal import (
+    TemporalDevServer,
+    TemporalServerError,
+    port_is_free,
+)
+from escalations.schedules import install_housekeeping, install_schedule
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
-from escalations.devstack.postgres import EmbeddedPostgres
-from escalations.devstack.temporal import TemporalDevServer
-from worker import connect_client, run_worker
+from worker import ConfigError, connect_client, run_worker
 
 log = logging.getLogger("escalations.dev")
+
+
+class DevStackError(RuntimeError):
+    """The stack could not start or had to stop; the message is one line saying why."""
+
+
+# What a failed start or a give-up reports as a one-line error rather than a traceback.
+EXPECTED_ERRORS = (StackBusy, SupervisionError, TemporalServerError, EmbeddedPostgresError,
+                   ApiStartupError, ApiConfigError, ConfigError, OSError)
 
 
 @dataclass(frozen=True)
@@ -71,10 +108,113 @@ def _summary(info: StackInfo) -> Table:
     return table
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _flatten(err: BaseException) -> list[BaseException]:
+    if isinstance(err, BaseExceptionGroup):
+        return [leaf for inner in err.exceptions for leaf in _flatten(inner)]
+    return [err]
+
+
+async def _clean_up_after_dead_stack(run_dir: RunDir, data_dir: Path) -> int | None:
+    """Stop what a killed stack of this data dir left running; the port its Postgres had.
+
+    Only processes recorded in ``DIR/run`` and proven by ``/proc`` to be those very
+    processes are stopped. Called with the data dir's lock held, so that stack is dead.
+    """
+    stale = data_dir / "stack.json"
+    if stale.exists():
+        log.warning("removing the stale %s of a stack that is no longer running", stale)
+        stale.unlink(missing_ok=True)
+    temporal = run_dir.read("temporal")
+    if temporal is not None:
+        if temporal.is_alive():
+            await asyncio.to_thread(stop_orphan, temporal, [(signal.SIGTERM, 15.0)])
+        run_dir.forget("temporal")
+    postgres = run_dir.read("postgres")
+    if postgres is not None:
+        if postgres.is_alive():
+            # SIGINT is Postgres' fast shutdown; SIGQUIT its immediate one.
+            await asyncio.to_thread(stop_orphan, postgres, [(signal.SIGINT, 30.0), (signal.SIGQUIT, 5.0)])
+        run_dir.forget("postgres")
+        return postgres.port
+    return None
+
+
+async def _embedded_postgres(
+    data_dir: Path, run_dir: RunDir, preferred_port: int | None, console: Console,
+    supervisors: list[Supervisor],
+) -> str:
+    """The stack's own Postgres, started and supervised (added to ``supervisors`` as soon as it
+    runs); or one running there already, adopted. Its DSN."""
+    postgres = await asyncio.to_thread(EmbeddedPostgres, data_dir)
+    running = postgres.running_postmaster()
+    if running is not None:
+        pid, port = running
+        postgres.port = port
+        log.warning(
+            "the embedded Postgres in %s is already running (pid %s, port %s) and was not started "
+            "by escalations dev: using it as it is; it is neither supervised nor stopped",
+            postgres.cluster, pid, port,
+        )
+        return await asyncio.to_thread(postgres.ensure_database)
+    await asyncio.to_thread(postgres.init_cluster)  # initdb on first use, off the event loop
+    postgres.port = preferred_port if preferred_port and port_is_free(preferred_port) else free_port()
+    supervisor = Supervisor(
+        Child("postgres", spawn=postgres.spawn, ready=postgres.wait_ready,
+              stop_signal=signal.SIGINT, stop_timeout=60.0, port=postgres.port),
+        run_dir,
+    )
+    supervisors.append(supervisor)
+    supervisor.start()
+    await supervisor.wait_ready()
+    console.print(f"postgres: embedded, data in {postgres.cluster}")
+    return await asyncio.to_thread(postgres.ensure_database)
+
+
+async def _watch(supervisors: list[Supervisor], stop: asyncio.Event, failures: list[BaseException]) -> None:
+    """Until stop; a supervisor that gives up records why and stops the stack."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stopping, *(s.task for s in supervisors)}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    for supervisor in supervisors:
+        task = supervisor.task
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+            log.error("%s: %s; stopping the stack", supervisor.name, task.exception())
+    stop.set()
+
+
 async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
-    console = Console()
+    """Run the stack until Ctrl-C/SIGTERM; DevStackError (one line) when it cannot start or
+    has to give up. Whatever happens, everything it started is stopped on the way out."""
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir(data_dir)
+    try:
+        run_dir.lock()
+    except StackBusy as exc:
+        raise DevStackError(str(exc)) from None
+    try:
+        await _run_locked(options, environ, data_dir, run_dir)
+    except EXPECTED_ERRORS as exc:
+        raise DevStackError(_one_line(exc)) from exc
+    except BaseExceptionGroup as group:
+        leaves = _flatten(group)
+        expected = [leaf for leaf in leaves if isinstance(leaf, EXPECTED_ERRORS)]
+        if expected and len(expected) == len(leaves):
+            raise DevStackError("; ".join(_one_line(leaf) for leaf in expected)) from group
+        raise
+    finally:
+        run_dir.unlock()
+
+
+async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir: Path, run_dir: RunDir) -> None:
+    console = Console()
     policy_file = str(options.policy_file.resolve()) if options.policy_file else environ.get("ESCALATION_POLICY_FILE")
     source = PolicySource.from_setting(policy_file)
     policy = source.load(None)  # invalid policy: fail now, naming the key
@@ -85,24 +225,39 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    postgres: EmbeddedPostgres | None = None
+    supervisors: list[Supervisor] = []
+    failures: list[BaseException] = []
     temporal = TemporalDevServer(
         port=options.temporal_port, ui_port=options.ui_port, ip=options.host,
         db_file=data_dir / "temporal.db", log_file=data_dir / "temporal.log",
     )
-    try:
+
+    async def start_servers() -> tuple[str, Client]:
+        """Postgres (own, adopted or external), migrations, Temporal; a connected client."""
+        postgres_port = await _clean_up_after_dead_stack(run_dir, data_dir)
         database_url = environ.get("DATABASE_URL")
-        if not database_url:
-            postgres = EmbeddedPostgres(data_dir)
-            database_url = await asyncio.to_thread(postgres.start)
-            console.print(f"postgres: embedded, data in {postgres.cluster}")
+        if database_url:
+            console.print("postgres: DATABASE_URL (not started or stopped by this stack)")
+        else:
+            database_url = await _embedded_postgres(data_dir, run_dir, postgres_port, console, supervisors)
         applied = await migrate(database_url)
         if applied:
             console.print(f"migrations applied: {', '.join(applied)}")
-        temporal.start()
-        await temporal.wait_ready()
-        api_url = f"http://{options.host}:{options.api_port}"
-        env = {
+        temporal.check_ports()
+        server = Supervisor(
+            Child("temporal", spawn=temporal.spawn,
+                  ready=lambda process: temporal.wait_ready(process=process),
+                  stop_signal=signal.SIGTERM, stop_timeout=15.0, port=options.temporal_port),
+            run_dir,
+        )
+        supervisors.append(server)
+        server.start()
+        await server.wait_ready()
+        env = _component_env(environ, database_url)
+        return database_url, await connect_client(env)
+
+    def _component_env(environ: Mapping[str, str], database_url: str) -> dict[str, str]:
+        return {
             **environ,
             "TEMPORAL_ADDRESS": temporal.address,
             "TEMPORAL_NAMESPACE": "default",
@@ -115,6 +270,20 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
             "ESCALATION_API_HOST": options.host,
             "ESCALATION_API_PORT": str(options.api_port),
         }
+
+    try:
+        # Ctrl-C while starting: stop starting, then stop what has started.
+        starting = asyncio.create_task(start_servers())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait({starting})
+            return
+        database_url, client = starting.result()
+        env = _component_env(environ, database_url)
+        api_url = f"http://{options.host}:{options.api_port}"
         info = StackInfo(
             temporal_address=temporal.address,
             ui_url=temporal.ui_url,
@@ -126,25 +295,32 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
             policy_file=str(source.default_file),
             pid=os.getpid(),
         )
-        client = await connect_client(env)
         if policy.criteria and policy.criteria.rules:
             schedule = await install_schedule(client, task_queue=env["ESCALATION_TASK_QUEUE"], policy=policy)
             console.print(f"criteria sweep: schedule {schedule} every {format_duration(policy.criteria.sweep_every)}")
+        await install_housekeeping(client, task_queue=env["ESCALATION_TASK_QUEUE"])
         api_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
+            group.create_task(_watch(supervisors, stop, failures))
             group.create_task(run_worker(env, stop))
             group.create_task(serve(ApiSettings.from_env(env), stop, on_ready=lambda _url: api_ready.set()))
-            await api_ready.wait()
-            write_stack(data_dir, info)
-            console.print(_summary(info))
-            console.print(f"policy {policy.name} v{policy.version} · stack.json: {data_dir / 'stack.json'}")
-            console.print("Ctrl-C stops everything.")
+            ready = asyncio.create_task(api_ready.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            stopping.cancel()
+            if api_ready.is_set() and not stop.is_set():
+                write_stack(data_dir, info)
+                console.print(_summary(info))
+                console.print(f"policy {policy.name} v{policy.version} · stack.json: {data_dir / 'stack.json'}")
+                console.print("Ctrl-C stops everything.")
             await stop.wait()
+        if failures:
+            raise failures[0]
     finally:
         stop.set()
         (data_dir / "stack.json").unlink(missing_ok=True)
-        temporal.stop()
-        if postgres is not None:
-            await asyncio.to_thread(postgres.stop)
+        # The worker and API are down by now; then Temporal, then Postgres (the order started, reversed).
+        for supervisor in reversed(supervisors):
+            await supervisor.stop()
         console.print("stopped")
-

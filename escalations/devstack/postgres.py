@@ -7,10 +7,16 @@ As root, Postgres must run as an unprivileged system user, which then needs to
 reach the data dir and the binaries: when a parent folder does not let it, the
 binaries are copied to a world-traversable cache and the cluster is placed in a
 safe location, or start-up fails with a message saying why.
+
+Two ways to run it: :meth:`EmbeddedPostgres.start` / :meth:`~EmbeddedPostgres.stop` go
+through ``pg_ctl`` (a daemon; the tests and benchmarks use this), while :meth:`spawn`
+runs the postmaster in the foreground as a child of the caller, so ``escalations dev`` can
+wait on it and start it again when it dies (``escalations/devstack/processes.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -24,6 +30,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from escalations.devstack.processes import cmdline, hidden, is_running
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +201,10 @@ class EmbeddedPostgres:
         self._create_database()
         return self.dsn
 
+    def init_cluster(self) -> None:
+        """``initdb`` unless the cluster exists."""
+        self._init_cluster()
+
     def _init_cluster(self) -> None:
         if (self.cluster / "PG_VERSION").exists():
             return
@@ -215,6 +227,112 @@ class EmbeddedPostgres:
         except (ProcessLookupError, ValueError, IndexError):
             return None
         return int(lines[3]) if len(lines) > 3 else None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.cluster / "postmaster.pid"
+
+    def _pid_file_lines(self) -> list[str] | None:
+        try:
+            return self.pid_file.read_text().splitlines()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def running_postmaster(self) -> tuple[int, int | None] | None:
+        """``(pid, port)`` of the live postmaster of this cluster, whoever started it.
+
+        Live means: the pid in ``postmaster.pid`` runs (not a zombie) and is a ``postgres``
+        binary; a pid file naming a dead or unrelated process is stale.
+        """
+        lines = self._pid_file_lines()
+        if not lines:
+            return None
+        try:
+            pid = int(lines[0])
+        except ValueError:
+            return None
+        argv = cmdline(pid) if is_running(pid) else None
+        if not argv or Path(argv[0]).name not in ("postgres", "postmaster"):
+            return None
+        if "-D" in argv[:-1] and Path(argv[argv.index("-D") + 1]).resolve() != self.cluster.resolve():
+            return None
+        try:
+            port = int(lines[3]) if len(lines) > 3 else None
+        except ValueError:
+            port = None
+        return pid, port
+
+    def remove_stale_pid_file(self) -> bool:
+        """Delete ``postmaster.pid`` when no postmaster of this cluster runs; True if it did.
+
+        Stale: its pid is gone, a zombie, or another program. When we cannot tell (the
+        process exists but ``/proc`` hides it from us), it stays, for Postgres to judge.
+        """
+        lines = self._pid_file_lines()
+        if lines is None or self.running_postmaster() is not None:
+            return False
+        if lines and lines[0].strip().isdigit() and hidden(int(lines[0])):
+            return False
+        log.info("removing the stale %s", self.pid_file)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- the postmaster as a child process (escalations dev) ------------------
+
+    def server_command(self) -> list[str]:
+        assert self.port is not None, "choose a port first"
+        settings = [
+            "listen_addresses=127.0.0.1",
+            f"port={self.port}",
+            "unix_socket_directories=",
+            "max_connections=300",
+            "timezone=UTC",
+        ]
+        if not self.durable:
+            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        args = [str(self.install / "bin" / "postgres"), "-D", str(self.cluster)]
+        for setting in settings:
+            args += ["-c", setting]
+        return args
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Run the postmaster in the foreground as our child (in its own session, so a Ctrl-C
+        meant for the caller does not reach it); its log goes to ``server.log``."""
+        self._init_cluster()
+        self.remove_stale_pid_file()
+        log_file = self.cluster / "server.log"
+        with open(log_file, "ab") as server_log:
+            if self._user:  # created by root here, written by Postgres, and by pg_ctl -l later
+                os.chown(log_file, self._user.pw_uid, self._user.pw_gid)
+            return subprocess.Popen(
+                self.server_command(),
+                stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT,
+                cwd="/", start_new_session=True,
+                user=self._user.pw_uid if self._user else None,
+                group=self._user.pw_gid if self._user else None,
+                extra_groups=[] if self._user else None,
+            )
+
+    async def wait_ready(self, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        """Until ``process`` reports itself ready in ``postmaster.pid``, as ``pg_ctl -w`` does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise EmbeddedPostgresError(
+                    f"postgres exited with code {process.returncode}; see {self.cluster / 'server.log'}"
+                )
+            lines = self._pid_file_lines() or []
+            if len(lines) > 7 and lines[0].strip() == str(process.pid) and lines[7].strip() == "ready":
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"postgres not ready after {timeout:.0f}s; "
+                                            f"see {self.cluster / 'server.log'}")
+            await asyncio.sleep(0.05)
+
+    def ensure_database(self) -> str:
+        """Create the database if it is missing; the DSN."""
+        self._create_database()
+        return self.dsn
 
     def _start_server(self) -> None:
         options = [

@@ -71,29 +71,39 @@ class TemporalDevServer:
             args += ["--search-attribute", flag]
         return [*args, *self.extra_args]
 
-    def start(self) -> None:
+    def check_ports(self) -> None:
         for port in (self.port, self.ui_port):
             if port is not None and not port_is_free(port, self.ip):
                 raise TemporalServerError(
                     f"port {port} on {self.ip} is already in use; pick another with "
                     "--temporal-port/--ui-port or stop what is running there"
                 )
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the server process (no port check, no waiting); it becomes ``self.process``."""
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             if self.log_file:
                 log.close()
+        return self.process
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    def start(self) -> None:
+        self.check_ports()
+        self.spawn()
+
+    async def wait_ready(self, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+        process = process or self.process
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
+            if process is not None and process.poll() is not None:
                 raise TemporalServerError(
-                    f"temporal dev server exited with code {self.process.returncode}"
+                    f"temporal dev server exited with code {process.returncode}"
                     + (f"; see {self.log_file}" if self.log_file else "")
                 )
             try:
