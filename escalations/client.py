@@ -595,7 +595,7 @@ async def _listed(client: Client, query: str, limit: int, timeouts: Timeouts) ->
             workflow_id=execution.id,
             run_id=execution.run_id,
             ticket_id=execution.id.removeprefix("escalation-"),
-            status=attrs.get(keys.STATUS),
+            status=ended_status(execution.status) or attrs.get(keys.STATUS),
             priority=attrs.get(keys.PRIORITY),
             level=attrs.get(keys.LEVEL),
             customer_id=attrs.get(keys.CUSTOMER),
@@ -608,6 +608,15 @@ async def _listed(client: Client, query: str, limit: int, timeouts: Timeouts) ->
             execution_status=execution.status.name.lower() if execution.status else None,
         ))
     return items
+
+
+def ended_status(execution: WorkflowExecutionStatus | None) -> str | None:
+    """``failed`` or ``terminated`` for a run that ended without closing; None otherwise."""
+    if execution in (WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT):
+        return "failed"
+    if execution in (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED):
+        return "terminated"
+    return None
 
 
 def ui_link(ui_url: str | None, namespace: str, workflow_id: str, run_id: str | None = None) -> str | None:

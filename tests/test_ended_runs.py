@@ -9,6 +9,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from escalations.client import list_escalations
 from escalations.db.eventstore import rebuild
 from schemas import keys
 from schemas.activities import ProjectionBatch, ProjectionResult, ReconcileRequest, ReconcileResult
@@ -57,6 +58,8 @@ async def test_a_terminated_run_is_recorded_with_the_events_it_had_not_projected
         assert seqs == list(range(1, acked.last_seq + 2))
         again = await housekeeping(client, task_queue)
         assert handle.id not in again.recorded
+        [listed] = [item for item in await list_escalations(client) if item.workflow_id == handle.id]
+        assert listed.status == "terminated"
     live = await read_model(pg_pool)
     async with pg_pool.acquire() as conn:
         await rebuild(conn)

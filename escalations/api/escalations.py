@@ -12,13 +12,21 @@ from pydantic import BaseModel, Field
 from temporalio.client import Client
 
 from activities.policy import PolicySource
+from escalations import client as escalations
 from escalations.api import idempotency
-from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, require_token
+from escalations.api.deps import (
+    get_client,
+    get_policies,
+    get_pool,
+    get_settings,
+    get_timeouts,
+    require_token,
+)
 from escalations.api.responses import problems
 from escalations.api.settings import ApiSettings
-from escalations import client as escalations
 from escalations.db import readmodel
 from schemas.escalation import (
+    OPEN_STATUSES,
     AcknowledgeCommand,
     AddNoteCommand,
     CompletePostmortemCommand,
@@ -159,6 +167,10 @@ async def get_escalation(ticket_id: TicketIdPath, client: ClientDep, pool: PoolD
             raise escalations.EscalationNotFound(
                 ticket_id, f"no escalation recorded for ticket {ticket_id} ({closed.message})"
             ) from None
+        ended = escalations.ended_status(closed.status)
+        if ended is not None and state.status in OPEN_STATUSES:
+            # Ended without closing; the read model says so once housekeeping has recorded it.
+            state = state.model_copy(update={"status": ended})
         return state
 
 
