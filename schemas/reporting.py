@@ -34,6 +34,7 @@ class KpiReport(BaseModel):
     csat_responses: int
     csat_response_rate: float | None = Field(description="responses / resolved")
     repeat_escalations: int = Field(description="escalations with an earlier one of the same customer and issue")
+    ended_without_closing: int = Field(default=0, description="runs that failed or were terminated")
     by_category: list[Frequency]
     by_level_reached: list[Frequency]
     by_kind: list[Frequency]

@@ -5,15 +5,27 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from temporalio.client import WorkflowFailureError
 from temporalio import activity
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from escalations.client import list_escalations
 from escalations.db.eventstore import rebuild
+from escalations.db.kpis import compute_kpis
 from schemas import keys
-from schemas.activities import ProjectionBatch, ProjectionResult, ReconcileRequest, ReconcileResult
-from schemas.escalation import AcknowledgeCommand, EscalationState, ResolveCommand, postmortem_id_for
+from schemas.activities import (
+    ProjectionBatch,
+    ProjectionResult,
+    ReconcileRequest,
+    ReconcileResult,
+)
+from schemas.escalation import (
+    AcknowledgeCommand,
+    EscalationState,
+    ResolveCommand,
+    postmortem_id_for,
+)
+from schemas.reporting import KpiFilters
 from tests.conftest import blog_request, current_state, projected, start_escalation
 
 
@@ -86,5 +98,8 @@ async def test_a_run_that_fails_is_recorded_failed_and_counted(client, task_queu
         reason = await pg_pool.fetchval("SELECT ended_reason FROM escalations WHERE escalation_id = $1",
                                         resolved.escalation_id)
         assert reason.startswith("failed: postmortem postmortem-") and "did not complete" in reason
+        async with pg_pool.acquire() as conn:
+            report = await compute_kpis(conn, KpiFilters())
+        assert report.ended_without_closing == 1 and report.resolved == 1
         state = await current_state(handle)  # a closed run still answers its query
         assert state.status == "resolved"

@@ -14,6 +14,8 @@ Filters narrow the escalations counted: ``since`` <= opened_at < ``until``,
 - repeat escalations: escalations opened while an earlier one of the same customer
   and issue (fingerprint: customer, category, integration) was within the policy's
   ``repeat_window`` (``repeat_count > 0``);
+- ended without closing: runs that failed or were terminated (recorded by housekeeping);
+  they count as escalations, never as resolved;
 - frequency by category, by level reached (``highest_level``: the highest level in the
   chain the escalation reached), by kind and by priority, most frequent first.
 """
@@ -51,7 +53,8 @@ SELECT count(*)                                             AS escalations,
        count(csat_score)                                    AS csat_responses,
        count(csat_score)::float8
            / NULLIF(count(*) FILTER (WHERE resolved), 0)    AS csat_response_rate,
-       count(*) FILTER (WHERE is_repeat)                    AS repeat_escalations
+       count(*) FILTER (WHERE is_repeat)                    AS repeat_escalations,
+       count(*) FILTER (WHERE ended_without_closing)        AS ended_without_closing
   FROM f
 """
 
@@ -95,6 +98,7 @@ async def compute_kpis(conn: asyncpg.Connection, filters: KpiFilters) -> KpiRepo
         csat_responses=totals["csat_responses"],
         csat_response_rate=totals["csat_response_rate"],
         repeat_escalations=totals["repeat_escalations"],
+        ended_without_closing=totals["ended_without_closing"],
         by_category=frequencies["category"],
         by_level_reached=frequencies["level"],
         by_kind=frequencies["kind"],
