@@ -1,18 +1,15 @@
-"""The ``escalations`` command line.
+"""The ``escalations`` command line, and the Python client re-exported for other services.
 
-Every command group lives in ``escalations/cli/`` and registers itself here; commands
-read their configuration (environment, options) when they run, never at import.
+``import starter`` (or ``escalations.client``) gives a service the typed client without
+loading the command line; the command groups (``escalations/cli/``, and the front doors'
+own commands: ``escalations api``, ``escalations dev``) are assembled only by ``build_app``,
+which ``main`` calls. Commands read their configuration when they run, never at import.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
+from typing import Any
 
-import typer
-
-from escalations.cli import api, demo, escalations, kpis, policy, replay, stack, tickets
 from escalations.client import (  # the Python client, for other services: `from starter import ...`
     CommandRejected,
     EscalationAlreadyOpen,
@@ -32,37 +29,48 @@ from escalations.client import (  # the Python client, for other services: `from
     resume,
     start_escalation,
 )
+from escalations.exiting import exit_now
 
 __all__ = [
     "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError",
     "EscalationNotFound", "EscalationNotReady", "InvalidRequest", "acknowledge", "add_note",
-    "app", "complete_postmortem", "escalate", "get_state", "list_escalations", "main", "pause",
+    "build_app", "complete_postmortem", "escalate", "get_state", "list_escalations", "main", "pause",
     "resolve", "resume", "start_escalation",
 ]
 
-app = typer.Typer(
-    name="escalations",
-    help="Customer escalations on durable Temporal timers.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
 
-for group in (stack, policy, kpis, tickets, api, escalations, demo, replay):
-    group.register(app)
+def build_app() -> Any:
+    """The ``escalations`` Typer application with every command group registered."""
+    import typer
+
+    from escalations.api import command as api_command
+    from escalations.cli import demo, escalations, kpis, policy, replay, stack, tickets
+    from escalations.devstack import command as dev_command
+
+    app = typer.Typer(
+        name="escalations",
+        help="Customer escalations on durable Temporal timers.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    for group in (dev_command, stack, policy, kpis, tickets, api_command, escalations, demo, replay):
+        group.register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from starter import app` (tests, completion scripts)
+        return build_app()
+    raise AttributeError(name)
 
 
 def main() -> None:
     try:
-        app()
+        build_app()()
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    # Skip interpreter finalization: temporalio's runtime threads can abort it at random
-    # after the command has finished (temporalio/sdk-python#300).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(code)
 
 
 if __name__ == "__main__":

@@ -27,19 +27,16 @@ row with a lease before sending and records the result itself, and raises
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from urllib.parse import quote
 
 import asyncpg
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -48,10 +45,17 @@ from activities.channels import (
     PermanentDeliveryError,
     RetryableDeliveryError,
     Sender,
-    build_senders,
 )
+from activities.channels.email import EmailSender
+from activities.channels.jira import JiraSender
+from activities.channels.log import LogSender
+from activities.channels.slack import SlackSender
+from activities.channels.teams import TeamsSender
+from activities.channels.webhook import WebhookSender
 from activities.templates import Rendered, render
-from schemas.durations import parse_duration
+from escalations.db import jira as jira_issues
+from escalations.db import ledger
+from escalations.settings import NotificationSettings
 from schemas.notifications import (
     DeliveryBatch,
     DeliveryFailure,
@@ -64,174 +68,6 @@ from schemas.notifications import (
 
 log = logging.getLogger(__name__)
 
-ChatChannel = Literal["slack", "teams"]
-_CHAT_ENV = {"slack": "ESCALATION_SLACK_WEBHOOK_URL", "teams": "ESCALATION_TEAMS_WEBHOOK_URL"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def normalise_target(target: str) -> str:
-    """``#eng-oncall`` -> ``ENG_ONCALL`` (the suffix of a per-target environment variable)."""
-    return re.sub(r"[^A-Z0-9]+", "_", target.upper()).strip("_")
-
-
-def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{name}={value!r}: use true or false")
-
-
-def _seconds(name: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = parse_duration(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-    if not isinstance(parsed, timedelta):
-        raise ValueError(f"{name}={value!r}: use seconds or a duration such as 10s or 2m")
-    return parsed.total_seconds()
-
-
-def _integer(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: expected a whole number") from None
-
-
-class NotificationSettings(BaseModel):
-    """Channel endpoints and credentials; built once at start-up with ``from_env``.
-
-    Secrets are ``SecretStr`` (their repr is masked) and ``redact`` removes them
-    from any text that is about to be logged or stored.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    request_timeout: float = Field(10.0, gt=0)
-    lease_seconds: float = Field(120.0, gt=0)
-    max_parallel: int = Field(8, ge=1)
-    max_retry_delay: float = Field(300.0, gt=0)
-    ui_url: str = "http://localhost:8233"
-    namespace: str = "default"
-
-    webhook_secret: SecretStr | None = None
-    slack_webhook_url: SecretStr | None = None
-    slack_webhook_urls: dict[str, SecretStr] = Field(default_factory=dict)
-    teams_webhook_url: SecretStr | None = None
-    teams_webhook_urls: dict[str, SecretStr] = Field(default_factory=dict)
-
-    smtp_host: str | None = None
-    smtp_port: int = Field(587, ge=1, le=65535)
-    smtp_starttls: bool = True
-    smtp_tls: bool = False
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_from: str | None = None
-    smtp_ca_file: str | None = None
-
-    jira_base_url: str | None = None
-    jira_email: str | None = None
-    jira_api_token: SecretStr | None = None
-    jira_issue_type: str = "Task"
-    jira_project: str | None = None
-
-    @model_validator(mode="after")
-    def _coherent(self) -> NotificationSettings:
-        if self.lease_seconds < 3 * self.request_timeout:
-            raise ValueError(
-                f"ESCALATION_NOTIFY_LEASE ({self.lease_seconds:g}s) must be at least three times "
-                f"ESCALATION_NOTIFY_TIMEOUT ({self.request_timeout:g}s): a claim must outlive its send"
-            )
-        if self.smtp_tls and self.smtp_starttls:
-            raise ValueError(
-                "ESCALATION_SMTP_TLS (implicit TLS, port 465) and ESCALATION_SMTP_STARTTLS exclude "
-                "each other; set ESCALATION_SMTP_STARTTLS=false"
-            )
-        return self
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> NotificationSettings:
-        env = {k: v for k, v in environ.items() if v is not None and v.strip() != ""}
-        values: dict[str, object] = {}
-
-        def take(key: str, name: str, convert=lambda n, v: v) -> None:  # noqa: E731
-            if name in env:
-                values[key] = convert(name, env[name].strip())
-
-        take("request_timeout", "ESCALATION_NOTIFY_TIMEOUT", _seconds)
-        take("lease_seconds", "ESCALATION_NOTIFY_LEASE", _seconds)
-        take("max_parallel", "ESCALATION_NOTIFY_PARALLEL", _integer)
-        take("ui_url", "ESCALATION_UI_URL")
-        take("namespace", "TEMPORAL_NAMESPACE")
-        take("webhook_secret", "ESCALATION_WEBHOOK_SECRET")
-        take("smtp_host", "ESCALATION_SMTP_HOST")
-        take("smtp_port", "ESCALATION_SMTP_PORT", _integer)
-        take("smtp_starttls", "ESCALATION_SMTP_STARTTLS", _flag)
-        take("smtp_tls", "ESCALATION_SMTP_TLS", _flag)
-        take("smtp_username", "ESCALATION_SMTP_USERNAME")
-        take("smtp_password", "ESCALATION_SMTP_PASSWORD")
-        take("smtp_from", "ESCALATION_SMTP_FROM")
-        take("smtp_ca_file", "ESCALATION_SMTP_CA_FILE")
-        take("jira_base_url", "ESCALATION_JIRA_BASE_URL")
-        take("jira_email", "ESCALATION_JIRA_EMAIL")
-        take("jira_api_token", "ESCALATION_JIRA_API_TOKEN")
-        take("jira_issue_type", "ESCALATION_JIRA_ISSUE_TYPE")
-        take("jira_project", "ESCALATION_JIRA_PROJECT")
-        if values.get("smtp_tls") and "ESCALATION_SMTP_STARTTLS" not in env:
-            values["smtp_starttls"] = False
-        for channel, prefix in _CHAT_ENV.items():
-            take(f"{channel}_webhook_url", prefix)
-            values[f"{channel}_webhook_urls"] = {
-                normalise_target(name[len(prefix) + 1 :]): value.strip()
-                for name, value in env.items()
-                if name.startswith(prefix + "_") and len(name) > len(prefix) + 1
-            }
-        return cls.model_validate(values)
-
-    # -- lookups ----------------------------------------------------------
-
-    def chat_webhook_env_names(self, channel: ChatChannel, target: str | None) -> list[str]:
-        prefix = _CHAT_ENV[channel]
-        suffix = normalise_target(target) if target else ""
-        return [f"{prefix}_{suffix}", prefix] if suffix else [prefix]
-
-    def chat_webhook_url(self, channel: ChatChannel, target: str | None) -> SecretStr | None:
-        specific = self.slack_webhook_urls if channel == "slack" else self.teams_webhook_urls
-        default = self.slack_webhook_url if channel == "slack" else self.teams_webhook_url
-        suffix = normalise_target(target) if target else ""
-        return specific.get(suffix) if suffix and suffix in specific else default
-
-    def workflow_url(self, workflow_id: str | None) -> str | None:
-        if not workflow_id:
-            return None
-        return (
-            f"{self.ui_url.rstrip('/')}/namespaces/{quote(self.namespace, safe='')}"
-            f"/workflows/{quote(workflow_id, safe='')}"
-        )
-
-    def secrets(self) -> list[str]:
-        found = [self.webhook_secret, self.slack_webhook_url, self.teams_webhook_url,
-                 self.smtp_password, self.jira_api_token]
-        found += [*self.slack_webhook_urls.values(), *self.teams_webhook_urls.values()]
-        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
-
-    def redact(self, text: str) -> str:
-        """``text`` without any configured secret (nor the path of a secret webhook URL)."""
-        for secret in sorted(self.secrets(), key=len, reverse=True):
-            text = text.replace(secret, "[redacted]")
-            path = re.sub(r"^[a-z][a-z0-9+.-]*://[^/]*", "", secret)
-            if len(path) >= 8 and path != secret:
-                text = text.replace(path, "[redacted]")
-        return text
-
-
 # -- the activity -------------------------------------------------------------
 
 # Keys the ledger already shows as sent are skipped, if PostgreSQL answers this fast; after it
@@ -239,42 +75,6 @@ class NotificationSettings(BaseModel):
 LEDGER_CHECK_TIMEOUT = 0.25
 LEDGER_CHECK_PAUSE = 30.0
 HEARTBEAT_EVERY = 1.0
-
-_SENT_KEYS = "SELECT idempotency_key FROM notifications WHERE idempotency_key = ANY($1) AND status = 'sent'"
-
-_INSERT = """
-INSERT INTO notifications (idempotency_key, escalation_id, ticket_id, seq, audience, recipient,
-                           channel, target, template, context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb)
-ON CONFLICT (idempotency_key) DO NOTHING"""
-
-_CLAIM = """
-UPDATE notifications
-   SET status = 'sending', attempts = attempts + 1,
-       claimed_until = now() + make_interval(secs => $2), updated_at = now()
- WHERE idempotency_key = $1
-   AND (status = 'pending' OR (status = 'sending' AND claimed_until < now()))
-RETURNING attempts"""
-
-_STATE = """
-SELECT status, last_error, provider_response_id,
-       GREATEST(EXTRACT(EPOCH FROM claimed_until - now()), 0)::float8 AS lease_left
-  FROM notifications WHERE idempotency_key = $1"""
-
-# The claim's attempt number fences the update: an attempt whose lease expired
-# and was taken over must not overwrite the newer attempt's result.
-_MARK_SENT = """
-UPDATE notifications
-   SET status = 'sent', sent_at = now(), provider_response_id = $3, last_error = NULL,
-       claimed_until = NULL, updated_at = now()
- WHERE idempotency_key = $1 AND status = 'sending' AND attempts = $2"""
-
-_MARK = """
-UPDATE notifications
-   SET status = $3, last_error = $4, claimed_until = NULL, updated_at = now()
- WHERE idempotency_key = $1 AND status = 'sending' AND attempts = $2"""
-
-_JIRA_KEY = "SELECT issue_key FROM jira_issues WHERE escalation_id = $1"
 
 
 @dataclass(frozen=True)
@@ -370,8 +170,7 @@ class NotificationActivities:
             return []
         try:
             async with asyncio.timeout(LEDGER_CHECK_TIMEOUT):
-                async with self._pool.acquire() as conn:
-                    return [r["idempotency_key"] for r in await conn.fetch(_SENT_KEYS, keys)]
+                return await ledger.sent_keys(self._pool, keys)
         except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             self._ledger_unchecked_until = time.monotonic() + LEDGER_CHECK_PAUSE
             log.warning("ledger not checked before sending (PostgreSQL: %s); for %gs pages go out unchecked "
@@ -428,7 +227,7 @@ class NotificationActivities:
             if isinstance(outcome, BaseException):
                 raise outcome
         async with self._pool.acquire() as conn:
-            jira_key = await conn.fetchval(_JIRA_KEY, batch.escalation_id)
+            jira_key = await jira_issues.issue_key(conn, batch.escalation_id)
 
         delivered = DeliveryOutcome(jira_key=jira_key)
         pending: list[tuple[str, _Result]] = []
@@ -490,24 +289,11 @@ class NotificationActivities:
         return prepared
 
     async def _ensure_rows(self, prepared: list[_Prepared]) -> None:
-        rows = [
-            (
-                i.key, i.escalation_id, i.ticket_id, i.seq, i.audience, i.recipient, i.channel,
-                i.target, i.template, json.dumps(i.context, default=str),
-            )
-            for i in (p.intent for p in prepared)
-        ]
-        if not rows:
-            return
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(_INSERT, rows)
+        await ledger.insert_pending(self._pool, [p.intent for p in prepared])
 
     async def _deliver(self, item: _Prepared) -> _Result:
         intent = item.intent
-        async with self._pool.acquire() as conn:
-            attempt = await conn.fetchval(_CLAIM, intent.key, self._settings.lease_seconds)
-            if attempt is None:
-                state = await conn.fetchrow(_STATE, intent.key)
+        attempt, state = await ledger.claim(self._pool, intent.key, self._settings.lease_seconds)
         if attempt is None:
             return self._unclaimed(intent, state)
 
@@ -537,9 +323,7 @@ class NotificationActivities:
             )
             raise
 
-        async with self._pool.acquire() as conn:
-            updated = await conn.execute(_MARK_SENT, intent.key, attempt, result.provider_response_id)
-        if updated.endswith(" 0"):
+        if not await ledger.mark_sent(self._pool, intent.key, attempt, result.provider_response_id):
             log.warning(
                 "notification %s was sent, but its claim had expired and was taken over; the "
                 "receiver may see it twice under the same key", intent.key,
@@ -569,8 +353,7 @@ class NotificationActivities:
         )
 
     async def _mark(self, key: str, attempt: int, status: str, error: str) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(_MARK, key, attempt, status, error)
+        await ledger.mark_attempt(self._pool, key, attempt, status, error)
 
     def _retry_error(
         self, pending: list[tuple[str, _Result]], delivered: DeliveryOutcome
@@ -631,6 +414,18 @@ def _with_handoff(intent: NotificationIntent, handoff: dict | None) -> Notificat
         return intent
     context = {**intent.context, "escalation": {**escalation, "handoff": handoff}}
     return intent.model_copy(update={"context": context})
+
+
+def build_senders(settings: NotificationSettings, http: httpx.AsyncClient, pool: asyncpg.Pool) -> dict[str, Sender]:
+    """One sender per channel, each holding what it needs."""
+    return {
+        "log": LogSender(),
+        "webhook": WebhookSender(settings, http),
+        "slack": SlackSender(settings, http),
+        "teams": TeamsSender(settings, http),
+        "email": EmailSender(settings),
+        "jira": JiraSender(settings, http, pool),
+    }
 
 
 def _by_destination(prepared: list[_Prepared]) -> list[list[_Prepared]]:

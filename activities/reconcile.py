@@ -60,8 +60,7 @@ class ReconcileActivities:
     async def _record(self, execution: WorkflowExecution) -> bool:
         escalation_id = execution.raw_info.first_run_id or execution.run_id
         async with self._pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM escalations WHERE escalation_id = $1 AND status NOT IN "
-                                   "('closed', 'failed', 'terminated')", escalation_id) is None:
+            if not await eventstore.shows_running(conn, escalation_id):
                 return False
         handle = self._client.get_workflow_handle(execution.id, run_id=execution.run_id)
         outbox = await self._unprojected(handle)
@@ -74,7 +73,7 @@ class ReconcileActivities:
             await eventstore.project(conn, escalation_id, outbox.events, outbox.intents, outbox.ledger,
                                      run_id=execution.run_id)
             last_seq = max([found[1], *(e.seq for e in outbox.events)])
-            ticket_id = await conn.fetchval("SELECT ticket_id FROM escalations WHERE escalation_id = $1", escalation_id)
+            ticket_id = await eventstore.ticket_of(conn, escalation_id)
             ended = DomainEvent(
                 escalation_id=escalation_id, ticket_id=ticket_id, seq=last_seq + 1, type="run_ended",
                 occurred_at=execution.close_time or datetime.now(UTC),

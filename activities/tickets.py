@@ -3,7 +3,8 @@
 Storing is an upsert keyed by ticket id and ordered by ``updated_at``: the same version again
 changes nothing, an older version never overwrites a newer one.
 
-The sweep escalates a ticket at most once per episode. The rules, in SQL (``ELIGIBLE``):
+The sweep escalates a ticket at most once per episode. The rules, in SQL (``ELIGIBLE`` in
+``escalations/db/sweep.py``, which holds every statement of the sweep):
 
 - an *open escalation* is a read-model row of the ticket (table ``escalations``, folded from
   the workflow's events) whose status is not ``closed``, ``failed`` or ``terminated`` (a run that ended without closing
@@ -26,7 +27,6 @@ its own earlier start instead of starting again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,15 +34,15 @@ import asyncpg
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from escalations.client import EscalationAlreadyOpen, start_escalation
+from escalations.db import sweep
+
 from schemas import keys
-from schemas.escalation import start_options, workflow_id_for
+from schemas.escalation import workflow_id_for
 from schemas.ticket import (
     DONE_STATUSES,
-    ESCALATE_TICKETS,
-    FIND_CANDIDATES,
     CandidatePage,
     CandidateQuery,
     EscalateBatch,
@@ -50,101 +50,14 @@ from schemas.ticket import (
     SkipReason,
     SweepMatch,
     Ticket,
-    TicketFacts,
     TicketOutcome,
-    TicketUpsertResult,
     claim_key,
     escalation_request_for,
-    slugify,
 )
 
 # A claim whose sweep did not start the escalation within this time may be taken over.
 CLAIM_LEASE = timedelta(minutes=15)
 MEMO_CLAIM = "sweep_claim"
-
-_DONE = ", ".join(f"'{s}'" for s in DONE_STATUSES)
-
-# ``t`` is the ticket row; $1 is the claim lease. Shared by the candidate query and the re-check.
-ELIGIBLE = """
-    NOT EXISTS (
-        SELECT 1 FROM escalations e
-         WHERE e.ticket_id = t.id
-           AND (e.status NOT IN ('closed', 'failed', 'terminated') OR e.closed_at IS NULL
-                OR e.closed_at >= t.updated_at))
-    AND NOT EXISTS (
-        SELECT 1 FROM ticket_escalations l
-         WHERE l.ticket_id = t.id
-           AND CASE WHEN l.run_id IS NULL THEN l.claimed_at > now() - $1::interval
-                    ELSE l.ticket_updated_at >= t.updated_at
-                         OR (l.escalated_at > now() - $1::interval
-                             AND NOT EXISTS (SELECT 1 FROM escalations c WHERE c.escalation_id = l.run_id))
-               END)
-"""
-
-# $2: the keyset cursor (last id of the previous page); $3: the page size; $4: only these ids
-# (the demo's own sweep), or NULL for every ticket (the schedule). Served by ``tickets_sweep``.
-CANDIDATES = f"""
-SELECT t.id, t.updated_at, t.status, t.opened_at, t.category, t.priority, t.users_affected,
-       t.interactions, t.resolution_due, t.customer_segment
-  FROM tickets t
- WHERE t.status NOT IN ({_DONE})
-   AND t.id > $2
-   AND ($4::text[] IS NULL OR t.id = ANY($4::text[]))
-   AND {ELIGIBLE}
- ORDER BY t.id
- LIMIT $3
-"""
-
-
-# -- storing tickets --------------------------------------------------------
-
-
-async def upsert_ticket(conn: asyncpg.Connection, ticket: Ticket, *, source: str) -> TicketUpsertResult:
-    """Insert or update one ticket; never overwrite a newer version with an older one."""
-    document = ticket.model_dump(mode="json")
-    inserted = await conn.fetchval(
-        """INSERT INTO tickets AS t
-               (id, customer_id, customer_segment, subject, category, priority, status,
-                users_affected, interactions, opened_at, updated_at, resolution_due, document, source)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-           ON CONFLICT (id) DO UPDATE SET
-               customer_id = EXCLUDED.customer_id, customer_segment = EXCLUDED.customer_segment,
-               subject = EXCLUDED.subject, category = EXCLUDED.category,
-               priority = EXCLUDED.priority, status = EXCLUDED.status,
-               users_affected = EXCLUDED.users_affected, interactions = EXCLUDED.interactions,
-               opened_at = EXCLUDED.opened_at, updated_at = EXCLUDED.updated_at,
-               resolution_due = EXCLUDED.resolution_due, document = EXCLUDED.document,
-               source = EXCLUDED.source, stored_at = now()
-            WHERE t.updated_at < EXCLUDED.updated_at
-           RETURNING (xmax = 0)""",
-        ticket.id, ticket.customer.id, ticket.customer.segment, ticket.subject,
-        slugify(ticket.category), ticket.priority, ticket.status, ticket.users_affected,
-        ticket.interactions, ticket.opened_at, ticket.updated_at, ticket.resolution_due,
-        document, source,
-    )
-    if inserted is not None:
-        return TicketUpsertResult(
-            ticket_id=ticket.id, outcome="inserted" if inserted else "updated", updated_at=ticket.updated_at
-        )
-    stored = await conn.fetchrow(
-        "SELECT updated_at, document = $2::jsonb AS same FROM tickets WHERE id = $1", ticket.id, document
-    )
-    if stored["updated_at"] == ticket.updated_at:
-        note = None if stored["same"] else (
-            "a different version with this updated_at is already stored; nothing changed "
-            "(send a later updated_at to change the ticket)"
-        )
-        return TicketUpsertResult(ticket_id=ticket.id, outcome="unchanged", updated_at=ticket.updated_at, note=note)
-    return TicketUpsertResult(
-        ticket_id=ticket.id, outcome="stale", updated_at=stored["updated_at"],
-        note=f"a newer version (updated_at {stored['updated_at'].isoformat()}) is stored; nothing changed",
-    )
-
-
-async def upsert_tickets(pool: asyncpg.Pool, tickets: Iterable[Ticket], *, source: str) -> list[TicketUpsertResult]:
-    """Store several tickets in order, in one transaction."""
-    async with pool.acquire() as conn, conn.transaction():
-        return [await upsert_ticket(conn, ticket, source=source) for ticket in tickets]
 
 
 # -- the sweep --------------------------------------------------------------
@@ -168,23 +81,14 @@ class TicketActivities:
         self._task_queue = task_queue
         self._lease = claim_lease
 
-    @activity.defn(name=FIND_CANDIDATES)
+    @activity.defn(name=keys.FIND_CANDIDATES)
     async def find_sweep_candidates(self, query: CandidateQuery) -> CandidatePage:
         """One page of open tickets without an open escalation, in id order after ``after_id``
         (only ``ticket_ids`` when the query lists some)."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(CANDIDATES, self._lease, query.after_id, query.limit, query.ticket_ids)
-        return CandidatePage(tickets=[
-            TicketFacts(
-                id=r["id"], updated_at=r["updated_at"], status=r["status"], opened_at=r["opened_at"],
-                category=r["category"], priority=r["priority"], users_affected=r["users_affected"],
-                interactions=r["interactions"], resolution_due=r["resolution_due"],
-                segment=r["customer_segment"],
-            )
-            for r in rows
-        ])
+        return CandidatePage(tickets=await sweep.find_candidates(
+            self._pool, self._lease, query.after_id, query.limit, query.ticket_ids))
 
-    @activity.defn(name=ESCALATE_TICKETS)
+    @activity.defn(name=keys.ESCALATE_TICKETS)
     async def escalate_tickets(self, batch: EscalateBatch) -> EscalateResult:
         """Claim each matched ticket version and start its escalation; safe to retry."""
         outcomes = []
@@ -212,14 +116,9 @@ class TicketActivities:
             return TicketOutcome(ticket_id=match.ticket_id, started=False, workflow_id=workflow_id,
                                  skipped="invalid", message=str(exc)[:500])
         try:
-            handle = await self._client.start_workflow(
-                keys.ESCALATION_WORKFLOW,
-                request,
-                task_queue=self._task_queue,
-                memo={MEMO_CLAIM: key, "sweep": batch.sweep_id},
-                **start_options(request),
-            )
-        except WorkflowAlreadyStartedError:
+            handle = await start_escalation(self._client, request, task_queue=self._task_queue, source=None,
+                                            memo={MEMO_CLAIM: key, "sweep": batch.sweep_id})
+        except EscalationAlreadyOpen:
             # The read model lags behind Temporal: an escalation is running after all.
             await self._release(batch.sweep_id, match)
             return TicketOutcome(
@@ -239,9 +138,7 @@ class TicketActivities:
                                  workflow_id=workflow_id_for(match.ticket_id), skipped=reason, message=message)
 
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT document, updated_at, status FROM tickets WHERE id = $1 FOR UPDATE", match.ticket_id
-            )
+            row = await sweep.lock_ticket(conn, match.ticket_id)
             if row is None:
                 return skip("gone")
             if row["updated_at"] != match.ticket_updated_at:
@@ -252,11 +149,7 @@ class TicketActivities:
                 ticket = Ticket.model_validate(row["document"])
             except ValidationError as exc:
                 return skip("invalid", str(exc)[:500])
-            claim = await conn.fetchrow(
-                """SELECT sweep_id, run_id, repeat, claimed_at > now() - $3::interval AS live
-                     FROM ticket_escalations WHERE ticket_id = $1 AND ticket_updated_at = $2""",
-                match.ticket_id, match.ticket_updated_at, self._lease,
-            )
+            claim = await sweep.claim_of(conn, match.ticket_id, match.ticket_updated_at, self._lease)
             if claim is not None:
                 if claim["run_id"] is not None:
                     if claim["sweep_id"] == sweep_id:  # this sweep started it; the activity is retried
@@ -267,28 +160,16 @@ class TicketActivities:
                 if claim["sweep_id"] != sweep_id:
                     if claim["live"]:
                         return skip("claimed", f"being started by sweep {claim['sweep_id']}")
-                    await conn.execute(
-                        """UPDATE ticket_escalations SET sweep_id = $3, claimed_at = now(), rule = $4, detail = $5
-                            WHERE ticket_id = $1 AND ticket_updated_at = $2""",
-                        match.ticket_id, match.ticket_updated_at, sweep_id, match.rule, match.detail,
-                    )
+                    await sweep.take_over_claim(conn, match.ticket_id, match.ticket_updated_at, sweep_id,
+                                                match.rule, match.detail)
                 return _Claim(ticket=ticket, repeat=claim["repeat"], resumed=True)
-            eligible = await conn.fetchval(
-                f"SELECT ({ELIGIBLE}) FROM tickets t WHERE t.id = $2", self._lease, match.ticket_id
-            )
+            eligible = await sweep.still_eligible(conn, self._lease, match.ticket_id)
             if not eligible:
                 return skip("open_escalation", "an escalation of this ticket is open (or closed after its last update)")
             # Eligible means no open escalation: any escalation the ticket had is closed.
-            repeat = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM escalations WHERE ticket_id = $1)", match.ticket_id
-            )
-            await conn.execute(
-                """INSERT INTO ticket_escalations
-                       (ticket_id, ticket_updated_at, workflow_id, rule, detail, repeat, sweep_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-                match.ticket_id, match.ticket_updated_at, workflow_id_for(match.ticket_id),
-                match.rule, match.detail, repeat, sweep_id,
-            )
+            repeat = await sweep.escalated_before(conn, match.ticket_id)
+            await sweep.insert_claim(conn, match.ticket_id, match.ticket_updated_at, workflow_id_for(match.ticket_id),
+                                     match.rule, match.detail, repeat, sweep_id)
         return _Claim(ticket=ticket, repeat=repeat, resumed=False)
 
     async def _started_with(self, workflow_id: str, key: str) -> str | None:
@@ -305,15 +186,7 @@ class TicketActivities:
         return description.raw_description.workflow_execution_info.first_run_id or description.run_id
 
     async def _record_start(self, match: SweepMatch, run_id: str) -> None:
-        await self._pool.execute(
-            """UPDATE ticket_escalations SET run_id = $3, escalated_at = now()
-                WHERE ticket_id = $1 AND ticket_updated_at = $2""",
-            match.ticket_id, match.ticket_updated_at, run_id,
-        )
+        await sweep.record_start(self._pool, match.ticket_id, match.ticket_updated_at, run_id)
 
     async def _release(self, sweep_id: str, match: SweepMatch) -> None:
-        await self._pool.execute(
-            """DELETE FROM ticket_escalations
-                WHERE ticket_id = $1 AND ticket_updated_at = $2 AND sweep_id = $3 AND run_id IS NULL""",
-            match.ticket_id, match.ticket_updated_at, sweep_id,
-        )
+        await sweep.release_claim(self._pool, match.ticket_id, match.ticket_updated_at, sweep_id)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
 from bench.cli import bench
+from escalations.exiting import exit_now
 
 
 def main() -> None:
@@ -22,9 +22,7 @@ def main() -> None:
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # temporalio's runtime threads can abort interpreter finalization (sdk-python#300)
+    exit_now(code)
 
 
 main()

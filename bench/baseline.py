@@ -18,7 +18,9 @@ from temporalio.worker import Worker
 
 from bench.bare_workflow import BARE_STEP, BareStep, BareWorkflow
 from escalations.db.pool import create_pool
-from worker import WorkerSettings, connect_client, worker_options
+from escalations.exiting import exit_now
+from escalations.settings import WorkerSettings
+from worker import connect_client, worker_options
 
 log = logging.getLogger("escalations.bench.baseline")
 
@@ -48,7 +50,7 @@ def build_bare_worker(client, pool: asyncpg.Pool, settings: WorkerSettings) -> W
 
 
 async def main() -> None:
-    settings = WorkerSettings.from_env(os.environ)
+    settings = WorkerSettings.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,4 +68,4 @@ async def main() -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(main())
-    os._exit(0)  # temporalio's runtime threads can abort interpreter finalization (sdk-python#300)
+    exit_now(0)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -56,9 +57,12 @@ from temporalio.client import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import PolicySource
+from escalations.links import workflow_url
+from escalations.policies import PolicySource
 from schemas import keys
 from schemas.escalation import (
+    OPEN_STATUSES,
+    TICKET_ID_PATTERN,
     AcknowledgeCommand,
     AddNoteCommand,
     CompletePostmortemCommand,
@@ -66,19 +70,20 @@ from schemas.escalation import (
     EscalationRequest,
     EscalationState,
     PauseCommand,
+    PostmortemStatus,
     ResolveCommand,
     ResumeCommand,
     Status,
     TriggerSource,
+    UnroutableRequest,
+    entry_level,
     postmortem_id_for,
     start_options,
     workflow_id_for,
 )
 from schemas.policy import Kind, Policy, PolicyError, Priority
-from workflows.postmortem import PostmortemStatus
-from workflows.routing import RoutingError, entry_point
 
-SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+SLUG_PATTERN = TICKET_ID_PATTERN
 """Values a visibility filter accepts: safe inside a single-quoted query literal."""
 _SLUG = re.compile(SLUG_PATTERN)
 
@@ -284,8 +289,8 @@ def check_request(policies: PolicySource, request: EscalationRequest) -> Policy:
             raise  # the default policy itself is broken: a server problem, not the caller's
         raise InvalidRequest(str(err), loc=("policy",), kind="unknown_policy") from None
     try:
-        entry_point(policy, request)
-    except RoutingError as err:
+        entry_level(policy, request)
+    except UnroutableRequest as err:
         raise InvalidRequest(str(err), loc=("category",), kind="unroutable_category",
                              known=sorted(policy.routes)) from None
     return policy
@@ -301,11 +306,17 @@ async def start_escalation(
     request: EscalationRequest,
     *,
     task_queue: str,
-    source: TriggerSource = "client",
+    source: TriggerSource | None = "client",
+    memo: dict[str, Any] | None = None,
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> WorkflowHandle[Any, EscalationState]:
-    """Start ``escalation-<ticket_id>``; EscalationAlreadyOpen while one is open for the ticket."""
-    request = with_source(request, source)
+    """Start ``escalation-<ticket_id>``; EscalationAlreadyOpen while one is open for the ticket.
+
+    The one way every starter opens an escalation (API, CLI, demo, sweep, benchmarks, tests):
+    ids, summary, details and timeouts from ``schemas.escalation.start_options``. ``source``
+    None keeps the request's own trigger (the sweep sets its rule and detail)."""
+    if source is not None:
+        request = with_source(request, source)
     try:
         async with _Bounded("the start", timeouts.rpc):
             return await client.start_workflow(
@@ -314,6 +325,7 @@ async def start_escalation(
                 task_queue=task_queue,
                 result_type=EscalationState,
                 rpc_timeout=_rpc(timeouts.rpc),
+                memo=memo,
                 **start_options(request),
             )
     except WorkflowAlreadyStartedError as err:
@@ -380,13 +392,31 @@ async def final_state(client: Client, ticket_id: str, *, timeouts: Timeouts = DE
         return await handle.result(follow_runs=False, rpc_timeout=_rpc(timeouts.rpc))
 
 
-async def get_state(client: Client, ticket_id: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS
-                    ) -> EscalationState:
-    """Live state while running, the run's final state once completed."""
+RecordedState = Callable[[str], Awaitable[EscalationState | None]]
+"""The read model's latest escalation of a ticket (``escalations.db.readmodel.latest_escalation``)."""
+
+
+async def get_state(client: Client, ticket_id: str, *, recorded: RecordedState | None = None,
+                    opening_timeout: float = 1.0, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+    """The state of a ticket's latest escalation: the one answer the API, the CLI and services use.
+
+    Live (query ``state``) while the run is running; once it has ended, the read model's row
+    when ``recorded`` is given (a run that failed or was terminated shows as such even before
+    housekeeping records it), else the state the run returned. EscalationNotFound if none.
+    """
     try:
-        return await live_state(client, ticket_id, timeouts=timeouts)
-    except EscalationClosed:
-        return await final_state(client, ticket_id, timeouts=timeouts)
+        return await live_state(client, ticket_id, opening_timeout=opening_timeout, timeouts=timeouts)
+    except EscalationClosed as closed:
+        state = await recorded(ticket_id) if recorded is not None else None
+        if state is None:
+            if closed.status != WorkflowExecutionStatus.COMPLETED and recorded is not None:
+                raise EscalationNotFound(ticket_id, f"no escalation recorded for ticket {ticket_id} "
+                                                    f"({closed.message})") from None
+            return await final_state(client, ticket_id, timeouts=timeouts)
+        ended = ended_status(closed.status)
+        if ended is not None and state.status in OPEN_STATUSES:
+            state = state.model_copy(update={"status": ended})
+        return state
 
 
 # -- commands (workflow updates) ------------------------------------------------
@@ -619,12 +649,7 @@ def ended_status(execution: WorkflowExecutionStatus | None) -> str | None:
     return None
 
 
-def ui_link(ui_url: str | None, namespace: str, workflow_id: str, run_id: str | None = None) -> str | None:
-    """Temporal UI page of a run, when the UI's address is known."""
-    if not ui_url:
-        return None
-    link = f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
-    return f"{link}/{run_id}/history" if run_id else link
+ui_link = workflow_url  # Temporal UI page of a run (escalations/links.py)
 
 
 __all__ = [

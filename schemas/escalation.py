@@ -5,17 +5,27 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from schemas.keys import WORKFLOW_TASK_TIMEOUT
-from schemas.policy import Channel, Kind, Priority
+from schemas.policy import ContactPoint, Kind, Policy, Priority
 from schemas.text import reject_nul
 
 Status = Literal["open", "acknowledged", "paused", "resolved", "closed", "failed", "terminated"]
 TriggerSource = Literal["api", "cli", "sweep", "client"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-TicketId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
+# Ticket ids, and any value a visibility query quotes: safe inside a single-quoted literal.
+TICKET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+TicketId = Annotated[str, Field(pattern=TICKET_ID_PATTERN)]
 CategorySlug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 LevelId = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -120,6 +130,22 @@ class EscalationRequest(Model):
     @property
     def workflow_id(self) -> str:
         return workflow_id_for(self.ticket_id)
+
+
+class UnroutableRequest(ValueError):
+    """The request cannot be routed under the policy (e.g. a category with no route)."""
+
+
+def entry_level(policy: Policy, request: EscalationRequest) -> str:
+    """Where an escalation of this kind opens: the category's route (functional), else the
+    priority's entry level. Checked at the edge (422) and decided by the workflow."""
+    if request.kind == "functional":
+        if request.category not in policy.routes:
+            known = ", ".join(sorted(policy.routes)) or "none"
+            raise UnroutableRequest(f"category {request.category!r} has no route in policy {policy.name} "
+                                    f"v{policy.version}; known categories: {known}")
+        return policy.routes[request.category]
+    return policy.priorities[request.priority].entry_level
 
 
 def workflow_id_for(ticket_id: str) -> str:
@@ -266,12 +292,6 @@ class PathEntry(BaseModel):
     by: str | None = None
 
 
-class Contact(BaseModel):
-    name: str
-    channel: Channel
-    target: str
-
-
 class Consulted(BaseModel):
     level: str
     notified_at: AwareDatetime
@@ -332,7 +352,7 @@ class EscalationState(BaseModel):
     level: str
     level_name: str
     owner: str | None
-    owner_contact: Contact | None = None
+    owner_contact: ContactPoint | None = None
     route: str
     deadlines: Deadlines
     sla_at_risk: bool = False
@@ -361,6 +381,40 @@ class EscalationState(BaseModel):
     counts: Counts = Counts()
     last_seq: int = 0
     updated_at: AwareDatetime
+
+
+# -- the postmortem child ------------------------------------------------------
+
+class PostmortemInput(BaseModel):
+    escalation_id: str
+    ticket_id: str
+    parent_workflow_id: str
+    title: str
+    priority: str
+    owner: str
+    owner_contact: ContactPoint | None = None
+    due: AwareDatetime
+    remind_every: timedelta
+
+
+class PostmortemResult(BaseModel):
+    completed_by: str
+    completed_at: AwareDatetime
+    summary: str
+    root_cause: str
+    improvements: list[str]
+    kb_article_url: str | None = None
+    reminders_sent: int
+    overdue: bool
+
+
+class PostmortemStatus(BaseModel):
+    ticket_id: str
+    owner: str
+    due: AwareDatetime
+    reminders_sent: int
+    overdue: bool
+    completed: bool
 
 
 # -- domain events ----------------------------------------------------------

@@ -34,6 +34,8 @@ LOAD_POLICY = "load_policy"
 PIN_POLICY = "pin_policy"
 PROJECT_EVENTS = "project_events"
 RECONCILE_ENDED_RUNS = "reconcile_ended_runs"
+FIND_CANDIDATES = "find_sweep_candidates"
+ESCALATE_TICKETS = "escalate_tickets"
 SEND_NOTIFICATIONS = "send_notifications"
 # Used only by runs that started on the released commit path (events stored by a local
 # activity inside the deciding workflow task); kept until no such run is open.

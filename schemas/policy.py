@@ -44,12 +44,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Contact(Strict):
+class ContactPoint(Strict):
+    """Who, on which channel, at which address: what a page is sent to."""
+
     name: str = Field(min_length=1)
     channel: Channel
     target: str = Field(min_length=1)
+
+
+class Contact(ContactPoint):
+    """A policy's contact: a contact point, when it is available, and who stands in."""
+
     availability: str = ALWAYS_OPEN
     backup: str | None = None
+
+    def point(self) -> ContactPoint:
+        return ContactPoint(name=self.name, channel=self.channel, target=self.target)
 
 
 class Rotation(Strict):

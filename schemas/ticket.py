@@ -39,8 +39,6 @@ DONE_STATUSES: tuple[str, ...] = ("solved", "closed")
 DEFAULT_CATEGORY = "general"
 
 # Activity names of the sweep (workflow modules refer to activities by name only).
-FIND_CANDIDATES = "find_sweep_candidates"
-ESCALATE_TICKETS = "escalate_tickets"
 
 LongText = Annotated[str, Field(max_length=100_000)]
 

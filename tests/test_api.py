@@ -17,26 +17,14 @@ from temporalio.client import Client
 from escalations.api.app import create_app
 from escalations.api.deps import api_routes, requires_token
 from escalations.api.idempotency import request_digest
-from escalations.api.settings import ApiSettings, ConfigError
+from escalations.settings import ApiSettings, ConfigError
 from schemas.escalation import EscalationRequest
-from tests.conftest import blog_request, eventually, policy_path
+from tests.helpers.api import TOKEN, api_settings
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
-TOKEN = "test-token-4f1c"
 PROBLEM = "application/problem+json"
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-
-
-def api_settings(client: Client, database_url: str, task_queue: str, **overrides: Any) -> ApiSettings:
-    environ = {
-        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "TEMPORAL_NAMESPACE": client.namespace,
-        "ESCALATION_API_TOKENS": f"some-other-token, {TOKEN}",
-        "DATABASE_URL": database_url,
-        "ESCALATION_TASK_QUEUE": task_queue,
-        "ESCALATION_POLICY_FILE": str(policy_path("fast")),
-        "ESCALATION_UI_URL": "http://ui.example:8233",
-    }
-    return ApiSettings.from_env(environ, **{"command_timeout": 20.0, **overrides})
 
 
 class Api:

@@ -33,7 +33,8 @@ from starter import (
     resume,
     start_escalation,
 )
-from tests.conftest import blog_request, eventually
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 
 async def test_a_service_drives_an_escalation_with_typed_errors(client, task_queue, start_worker):

@@ -19,9 +19,10 @@ import pytest
 from typer.testing import CliRunner
 
 from escalations.api.server import ApiStartupError, serve
-from escalations.api.settings import ApiSettings, ConfigError
-from tests.conftest import ROOT, binary
-from tests.test_api import TOKEN, api_settings
+from escalations.settings import ApiSettings, ConfigError
+from tests.helpers.api import TOKEN, api_settings
+from tests.helpers.paths import ROOT
+from tests.helpers.servers import binary
 
 WALKTHROUGH = ROOT / "docs" / "walkthrough.sh"
 README = ROOT / "README.md"
@@ -150,17 +151,17 @@ async def test_the_curl_walkthrough_runs_verbatim(client, database_url, task_que
     assert "  status resolved" in out and out.rstrip().splitlines()[-1].startswith("  status closed")
 
 
-def test_readme_embeds_the_walkthrough_verbatim():
-    if not README.exists():
-        print("README.md does not exist yet: nothing to compare")
-        pytest.skip("README.md does not exist yet")
-    text = README.read_text(encoding="utf-8")
+def test_api_docs_embed_the_walkthrough_verbatim():
+    """docs/api.md shows the walk-through; the block must be docs/walkthrough.sh, byte for byte."""
+    api_docs = ROOT / "docs" / "api.md"
+    if not api_docs.exists():
+        print("docs/api.md does not exist yet: nothing to compare")
+        pytest.skip("docs/api.md does not exist yet")
+    text = api_docs.read_text(encoding="utf-8")
     blocks = re.findall(r"^```(?:bash|sh)\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
     marker = "# Walk-through of the blog's Salesforce-sync escalation over the HTTP API"
     embedded = [block for block in blocks if marker in block]
-    if not embedded:
-        print("README.md has no walk-through block yet: nothing to compare")
-        pytest.skip("README.md has no walk-through block yet")
+    assert embedded, "docs/api.md has no ```bash block holding the walk-through (docs/walkthrough.sh)"
     assert embedded[0] == WALKTHROUGH.read_text(encoding="utf-8")
 
 

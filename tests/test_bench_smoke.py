@@ -7,7 +7,8 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, server_fault
+from tests.helpers.paths import ROOT
+from tests.helpers.servers import server_fault
 
 
 def test_quick_benchmark_completes_and_writes_valid_json(tmp_path):

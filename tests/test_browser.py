@@ -43,19 +43,15 @@ import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.policy import packaged_policy
+from escalations.policies import packaged_policy
 from schemas.escalation import AcknowledgeCommand, EscalationState
 from escalations.devstack.temporal import TemporalDevServer, TemporalServerError
-from tests.conftest import (
-    ROOT,
-    binary,
-    blog_request,
-    current_state,
-    eventually,
-    running_worker,
-    server_fault,
-    start_escalation,
-)
+from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.paths import ROOT
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
+from tests.helpers.servers import binary, server_fault
+from tests.helpers.workers import running_worker
 
 pytestmark = pytest.mark.browser
 

@@ -21,7 +21,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.channels.webhook import sign, verify
-from activities.notifications import NotificationActivities, NotificationSettings
+from activities.notifications import NotificationActivities
+from escalations.settings import NotificationSettings
 from activities.templates import render
 from schemas.notifications import (
     DeliveryBatch,
@@ -29,7 +30,7 @@ from schemas.notifications import (
     NotificationIntent,
     notification_key,
 )
-from tests.receivers import HttpRecorder, Reply, SmtpRecorder, self_signed_cert
+from tests.helpers.receivers import HttpRecorder, Reply, SmtpRecorder, self_signed_cert
 
 ESC_ID = "0195f3c2-run-1"
 UI = "http://ui.test:8233"
@@ -794,8 +795,8 @@ def test_settings_from_env():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"ESCALATION_SMTP_STARTTLS": "maybe"}, "ESCALATION_SMTP_STARTTLS='maybe': use true or false"),
-        ({"ESCALATION_SMTP_PORT": "smtp"}, "ESCALATION_SMTP_PORT='smtp': expected a whole number"),
+        ({"ESCALATION_SMTP_STARTTLS": "maybe"}, "ESCALATION_SMTP_STARTTLS: Input should be a valid boolean"),
+        ({"ESCALATION_SMTP_PORT": "smtp"}, "ESCALATION_SMTP_PORT: Input should be a valid integer"),
         ({"ESCALATION_NOTIFY_TIMEOUT": "60", "ESCALATION_NOTIFY_LEASE": "90"}, "at least three times"),
     ],
 )

@@ -18,7 +18,10 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from escalations.cli.escalations import relative
-from tests.conftest import ROOT, blog_request, eventually, policy_path
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_path
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 
 @pytest.fixture

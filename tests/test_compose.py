@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 
 from schemas.keys import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTES, search_attribute_flags
 from starter import app
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")

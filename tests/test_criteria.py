@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from schemas.policy import PolicyError, Rule, load_policy_text
 from schemas.ticket import TicketFacts, slugify
+from tests.helpers.policies import policy_path
 from workflows.criteria import first_match, sla_remaining
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
-FAST = (Path(__file__).parent / "policies" / "fast.yaml").read_text(encoding="utf-8")
+FAST = policy_path("fast").read_text(encoding="utf-8")
 
 CRITERIA = """
 criteria:

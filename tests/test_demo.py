@@ -25,12 +25,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from activities.tickets import upsert_tickets
+from escalations.db.tickets import upsert_tickets
 from escalations.db.pool import create_pool
 from schemas import keys
 from schemas.escalation import EscalationState, postmortem_id_for
 from schemas.ticket import SweepResult, Ticket
-from escalations.devstack.fake_jira import FakeJira
+from escalations.cli.fake_jira import FakeJira
 from starter import app
 
 UI_URL = "http://ui.example.test:8233"

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,49 +11,14 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from schemas.escalation import AcknowledgeCommand, EscalationState
 from escalations.devstack.postgres import fallback_cluster_dir, free_port
-from tests.conftest import ROOT, blog_request, current_state, eventually, start_escalation
+from schemas.escalation import AcknowledgeCommand, EscalationState
+from tests.helpers.devstack import children_alive, start_dev, stop, wait_for_stack
+from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "webhook_secret"}
-
-
-def start_dev(data_dir: Path, ports: dict[str, int], log: Path,
-              environ: dict[str, str] | None = None) -> subprocess.Popen:
-    """``escalations dev`` as a subprocess, in a clean environment plus ``environ``."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
-    env.update(environ or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "starter", "dev", "--data-dir", str(data_dir),
-         "--policy", str(ROOT / "escalations" / "policies" / "demo.yaml"),
-         "--temporal-port", str(ports["temporal"]), "--ui-port", str(ports["ui"]), "--api-port", str(ports["api"])],
-        cwd=data_dir.parent, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
-
-
-def wait_for_stack(data_dir: Path, process: subprocess.Popen, log: Path, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"escalations dev exited early:\n{log.read_text()[-3000:]}"
-        stack = data_dir / "stack.json"
-        if stack.exists():
-            return json.loads(stack.read_text())
-        time.sleep(0.2)
-    raise AssertionError(f"no stack.json after {timeout}s:\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(60)
-
-
-def children_alive(data_dir: Path) -> list[str]:
-    # Run as root with tmp_path out of the Postgres user's reach, the cluster is the fallback one.
-    places = (str(data_dir), str(fallback_cluster_dir(data_dir)))
-    result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    return [line for line in result.stdout.splitlines()
-            if any(place in line for place in places) and ("temporal" in line or "postgres" in line)]
 
 
 @pytest.fixture

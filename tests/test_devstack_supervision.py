@@ -2,7 +2,7 @@
 stops a PostgreSQL it did not start (issue #14, item 8).
 
 Real processes throughout: ``escalations dev`` runs as a subprocess on free ports and a tmp
-data dir (helpers from test_dev_stack); servers are killed with SIGKILL. Every wait polls
+data dir (``tests/helpers/devstack.py``); servers are killed with SIGKILL. Every wait polls
 with a deadline.
 """
 
@@ -15,58 +15,25 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from escalations.devstack.postgres import EmbeddedPostgres, fallback_cluster_dir, free_port
+from escalations.devstack.postgres import EmbeddedPostgres, fallback_cluster_dir
 from escalations.devstack.processes import (
     Child, ProcessRecord, RunDir, SupervisionError, Supervisor, is_running, record_of, stop_orphan,
 )
-from tests.conftest import ROOT
-from tests.test_dev_stack import children_alive, start_dev, stop
+from tests.helpers.devstack import children_alive, free_ports, start_dev, stop, wait_for_own_stack, within
+from tests.helpers.paths import ROOT
 
-T = TypeVar("T")
 EXAMPLE = json.loads((ROOT / "examples" / "sf-1042.json").read_text())
 
 
 # -- helpers ----------------------------------------------------------------
-
-
-async def within(check: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns without raising, or fail at the deadline saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, httpx.HTTPError, OSError, asyncpg.PostgresError) as exc:
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{what}: not within {timeout:.0f}s ({exc!r})") from exc
-        await asyncio.sleep(0.2)
-
-
-def free_ports() -> dict[str, int]:
-    return {"temporal": free_port(), "ui": free_port(), "api": free_port()}
-
-
-def wait_for_own_stack(data_dir: Path, process: subprocess.Popen, log: Path, timeout: float = 60) -> dict:
-    """The stack.json written by ``process`` (a stale one of a killed stack does not count)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"escalations dev exited early:\n{log.read_text()[-3000:]}"
-        try:
-            stack = json.loads((data_dir / "stack.json").read_text())
-        except (FileNotFoundError, ValueError):
-            stack = None
-        if stack and stack.get("pid") == process.pid:
-            return stack
-        time.sleep(0.2)
-    raise AssertionError(f"no stack.json from pid {process.pid} after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 def record(data_dir: Path, name: str) -> ProcessRecord:

@@ -26,7 +26,8 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.reporting import KpiFilters
-from tests.conftest import blog_request, current_state, projected, start_escalation
+from tests.helpers.escalations import current_state, projected, start_escalation
+from tests.helpers.requests import blog_request
 
 
 @activity.defn(name="project_events")

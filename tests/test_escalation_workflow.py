@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
@@ -12,7 +14,10 @@ from schemas.escalation import (
     EscalationState,
     ResolveCommand,
 )
-from tests.conftest import blog_request, current_state, eventually, projected, start_escalation
+from tests.helpers.escalations import current_state, projected, start_escalation
+from tests.helpers.policies import write_policy
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 
 async def events_of(pg_pool, escalation_id: str) -> list[tuple[int, str]]:
@@ -47,21 +52,28 @@ async def test_unacknowledged_p1_climbs_the_chain(client, task_queue, start_work
         assert seqs == list(range(1, len(seqs) + 1))
 
 
-async def test_acknowledge_stops_the_climb(client, task_queue, start_worker):
-    async with start_worker("fast"):
+async def test_acknowledge_stops_the_climb(client, task_queue, start_worker, tmp_path):
+    # The customer-update clock (5 s) proves two ack windows (2 s each) went by: the run acts
+    # on its deadlines in order, so once it has sent update #1, any move due before it is made.
+    policy = write_policy(tmp_path, priorities={"P1": {"customer_update_every": "5s"}})
+    async with start_worker(policy):
         handle = await start_escalation(client, blog_request(), task_queue)
         state = await handle.execute_update("acknowledge", AcknowledgeCommand(by="dana"),
                                             result_type=EscalationState)
         assert state.status == "acknowledged"
         assert state.deadlines.ack_due is None
-        acked = await current_state(handle)
-        # Wait past two ack windows: no move.
-        import asyncio
+        two_windows = state.opened_at + timedelta(seconds=2 + 2)  # tier2's, then engineering's
+        assert state.deadlines.next_customer_update_due > two_windows
 
-        await asyncio.sleep(4.5)
-        after = await current_state(handle)
-        assert after.level == "tier2" and after.path == []
-        assert after.acknowledged_by == "dana" and acked.status == "acknowledged"
+        async def updated() -> EscalationState:
+            after = await current_state(handle)
+            assert after.counts.customer_updates >= 1
+            return after
+
+        after = await eventually(updated, timeout=20)
+        assert after.level == "tier2" and after.path == [], "a move after the acknowledgement"
+        assert after.counts.auto_escalations == 0 and after.counts.ack_reminders == 0
+        assert after.status == "acknowledged" and after.acknowledged_by == "dana"
 
 
 async def test_validators_reject_commands_the_state_forbids(client, task_queue, start_worker, pg_pool):

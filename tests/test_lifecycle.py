@@ -29,7 +29,9 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.reporting import CsatSubmission
-from tests.conftest import blog_request, current_state, eventually, start_escalation
+from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 # Seconds-scale, but only the clocks the test exercises are short: the entry level's
 # ack (one auto-escalation), the postmortem reminder. Resolution SLA, at-risk, customer

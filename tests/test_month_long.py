@@ -30,16 +30,11 @@ from schemas.escalation import (
     ResumeCommand,
     postmortem_id_for,
 )
-from tests.conftest import (
-    binary,
-    blog_request,
-    level_ack,
-    projected,
-    running_worker,
-    server_fault,
-    start_escalation,
-    write_policy,
-)
+from tests.helpers.escalations import projected, start_escalation
+from tests.helpers.policies import level_ack, write_policy
+from tests.helpers.requests import blog_request
+from tests.helpers.servers import binary, server_fault
+from tests.helpers.workers import running_worker
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SECOND = timedelta(seconds=1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from schemas.escalation import AcknowledgeCommand, EscalationState
-from tests.conftest import blog_request, current_state, eventually, level_ack, start_escalation, write_policy
-from tests.receivers import HttpRecorder, Reply
+from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.policies import level_ack, write_policy
+from tests.helpers.polling import eventually
+from tests.helpers.receivers import HttpRecorder, Reply
+from tests.helpers.requests import blog_request
 
 SECRET = {"ESCALATION_WEBHOOK_SECRET": "test-secret"}
 
@@ -47,17 +49,29 @@ async def test_a_failing_channel_does_not_delay_auto_escalation(client, task_que
             assert row["status"] in ("pending", "sending") and row["attempts"] >= 2 and "500" in row["last_error"]
 
 
+def pages(receiver: HttpRecorder, path: str) -> list[dict]:
+    return [request.json() for request in receiver.to(path)]
+
+
 async def test_no_page_after_acknowledge(client, task_queue, start_worker, pg_pool, tmp_path):
     async with HttpRecorder() as receiver:
         levels = webhook_levels(receiver.url, management="1s")
-        policy = write_policy(tmp_path, levels=levels, priorities={"P1": {"entry_level": "management"}})
+        # Customer updates every 2 s: a clock of its own whose pages (customer_update_due, to the
+        # same hook) show that time went by after the acknowledgement, without a fixed wait.
+        policy = write_policy(tmp_path, levels=levels,
+                              priorities={"P1": {"entry_level": "management", "customer_update_every": "2s"}})
         async with start_worker(policy, environ=SECRET):
             handle = await start_escalation(client, blog_request(kind="hierarchical"), task_queue)
-            # At the last level it re-pages every ack_within (1 s).
-            await receiver.wait_for(3, path="/management", timeout=10)
+
+            async def repaging() -> None:
+                # At the last level it re-pages every ack_within (1 s).
+                reminders = [p for p in pages(receiver, "/management") if p["template"] == "ack_reminder"]
+                assert len(reminders) >= 2
+
+            await eventually(repaging, timeout=10)
             acked = await handle.execute_update("acknowledge", AcknowledgeCommand(by="dana"),
                                                 result_type=EscalationState)
-            assert acked.deadlines.ack_due is None
+            assert acked.deadlines.ack_due is None and acked.acknowledged_at is not None
 
             async def settled() -> int:
                 # A page that came due before the ack may still land; then nothing more.
@@ -68,9 +82,24 @@ async def test_no_page_after_acknowledge(client, task_queue, start_worker, pg_po
                 assert sent == len(receiver.to("/management"))
                 return sent
 
-            before = await eventually(settled, timeout=10)
-            await asyncio.sleep(3)  # three re-page intervals
-            assert len(receiver.to("/management")) == before
+            await eventually(settled, timeout=10)
+            before = [p for p in pages(receiver, "/management") if p["template"] != "customer_update_due"]
+            # Three re-page intervals after the ack have gone by once a customer update due after
+            # them has been paged: the run acts on its deadlines in order, one clock after another.
+            quiet_until = acked.acknowledged_at + timedelta(seconds=3)
+
+            async def paged_later_update() -> None:
+                later = await pg_pool.fetchval(
+                    "SELECT min(seq) FROM escalation_events WHERE escalation_id = $1 AND type = 'customer_updated'"
+                    " AND occurred_at >= $2", acked.escalation_id, quiet_until)
+                assert later is not None, "no customer update after three re-page intervals yet"
+                assert later in {p["seq"] for p in pages(receiver, "/management")}, "its page has not landed yet"
+
+            await eventually(paged_later_update, timeout=20)
+            after = [p for p in pages(receiver, "/management") if p["template"] != "customer_update_due"]
+            assert after == before, "paged after the acknowledgement"
+            assert {p["template"] for p in pages(receiver, "/management") if p["seq"] > acked.last_seq} == {
+                "customer_update_due"}
             reminders_after_ack = await pg_pool.fetchval(
                 "SELECT count(*) FROM escalation_events WHERE escalation_id = $1 AND type = 'ack_reminder'"
                 " AND occurred_at > $2", acked.escalation_id, acked.updated_at)

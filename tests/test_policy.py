@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from activities.policy import packaged_policy
+from escalations.policies import packaged_policy
 from schemas.policy import PolicyError, load_policy_file, load_policy_text, parse_policy
 from starter import app
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def base() -> dict[str, Any]:

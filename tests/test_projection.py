@@ -19,7 +19,8 @@ from schemas.escalation import DomainEvent
 from schemas.policy import load_policy_file
 from workflows import events
 from workflows import transitions as tr
-from tests.conftest import blog_request, policy_path
+from tests.helpers.policies import policy_path
+from tests.helpers.requests import blog_request
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

@@ -7,15 +7,18 @@ from datetime import timedelta
 import httpx
 from temporalio.testing import ActivityEnvironment
 
-from activities.notifications import NotificationActivities, NotificationSettings
-from activities.policy import packaged_policy
+from activities.notifications import NotificationActivities
+from escalations.settings import NotificationSettings
+from escalations.policies import packaged_policy
 from activities.store import StoreActivities
 from escalations.db.readmodel import latest_escalation
 from schemas.activities import RepeatQuery
 from schemas.escalation import EscalationRequest, EscalationState
 from schemas.notifications import DeliveryBatch
-from tests.conftest import blog_request, current_state, eventually, start_escalation
-from tests.test_kpis import BASE, Sim, pin_policies
+from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
+from tests.helpers.simulation import BASE, Sim, pin_policies
 from workflows.routing import fingerprint
 
 NOT_IN_READ_MODEL = {"resolve_remaining": True, "deadlines": {"at_risk_at", "auto_resume_at"}}

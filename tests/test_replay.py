@@ -8,7 +8,7 @@ was frozen and killed: they no longer replay with any code (a decision after a l
 activity that outlived its task ran in another task on replay). They must keep failing:
 that proves the check can catch a break. ``escalations repair`` resets such a run to the
 last task it replays up to; the test checks that point exists for each of them (the live
-repair is in tests/test_faults.py).
+repair is in tests/faults/test_clocks.py).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import pytest
 from temporalio.client import WorkflowHistory
 
 from escalations.repair import replays, reset_point
+from tests.helpers import paths
 from worker import build_replayer
 
-HERE = Path(__file__).parent / "histories"
+HERE = paths.HISTORIES
 HISTORIES = sorted(HERE.glob("*.json"))
 STUCK = sorted((HERE / "stuck").glob("*.json"))
 

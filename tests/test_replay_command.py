@@ -33,7 +33,10 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.keys import ESCALATION_WORKFLOW
-from tests.conftest import ROOT, blog_request, eventually, start_escalation
+from tests.helpers.escalations import start_escalation
+from tests.helpers.paths import ROOT
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 
 # -- a workflow that is not the installed EscalationWorkflow, under its name ---------------
@@ -226,7 +229,7 @@ async def test_usage_and_connection_errors_exit_2(client, tmp_path):
 async def test_default_query(client):
     now = datetime(2026, 5, 2, 11, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
     assert default_query(now) == (
-        "WorkflowType IN ('EscalationWorkflow','PostmortemWorkflow','CriteriaSweepWorkflow') "
+        "WorkflowType IN ('EscalationWorkflow','PostmortemWorkflow','CriteriaSweepWorkflow','HousekeepingWorkflow') "
         "AND (ExecutionStatus = 'Running' OR CloseTime > '2026-05-01T09:30:15Z')")
     with pytest.raises(ValueError):
         default_query(datetime(2026, 5, 2, 11, 30))

@@ -8,7 +8,10 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from schemas.escalation import AcknowledgeCommand, EscalationState
-from tests.conftest import blog_request, current_state, eventually, level_ack, start_escalation, write_policy
+from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.policies import level_ack, write_policy
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 
 async def paged_at(pg_pool, escalation_id: str, seq: int) -> list[tuple[str, str, str]]:

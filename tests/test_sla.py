@@ -14,15 +14,10 @@ from schemas.escalation import (
     PauseCommand,
     ResumeCommand,
 )
-from tests.conftest import (
-    blog_request,
-    current_state,
-    eventually,
-    level_ack,
-    projected,
-    start_escalation,
-    write_policy,
-)
+from tests.helpers.escalations import current_state, projected, start_escalation
+from tests.helpers.policies import level_ack, write_policy
+from tests.helpers.polling import eventually
+from tests.helpers.requests import blog_request
 
 SLOW_ACK = level_ack("fast", tier2="60s", engineering="60s", management="60s")
 
@@ -79,6 +74,7 @@ async def test_customer_cadence_and_visible_notes(client, task_queue, start_work
 
         state = await eventually(one_update, timeout=10)
         assert state.level == "tier2" and state.path == []
+        await projected(pg_pool, handle)
         rows = await pg_pool.fetch(
             """SELECT n.audience, n.template FROM notifications n JOIN escalation_events e
                  ON e.escalation_id = n.escalation_id AND e.seq = n.seq

@@ -12,7 +12,7 @@ from activities.store import StoreActivities
 from schemas.activities import EventBatch
 from schemas.escalation import DomainEvent, EscalationState
 from schemas.notifications import NotificationIntent, notification_key
-from tests.conftest import blog_request
+from tests.helpers.requests import blog_request
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
 

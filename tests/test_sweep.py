@@ -23,7 +23,9 @@ from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from activities.tickets import CANDIDATES, TicketActivities, upsert_tickets
+from activities.tickets import TicketActivities
+from escalations.db.tickets import upsert_tickets
+from escalations.db.sweep import CANDIDATES
 from escalations.schedules import SCHEDULE_ID, install_schedule
 from schemas.escalation import (
     CompletePostmortemCommand,
@@ -35,10 +37,13 @@ from schemas.escalation import (
 from schemas.policy import load_policy_file
 from schemas.ticket import CandidateQuery, EscalateBatch, SweepInput, SweepMatch, SweepResult, Ticket
 from starter import app as cli
-from tests.conftest import current_state, eventually, running_worker
+from tests.helpers.escalations import current_state
+from tests.helpers.policies import policy_path
+from tests.helpers.polling import eventually
+from tests.helpers.workers import running_worker
 from workflows.sweep import CriteriaSweepWorkflow
 
-FAST = Path(__file__).parent / "policies" / "fast.yaml"
+FAST = policy_path("fast")
 CRITERIA = """
 criteria:
   sweep_every: {every}

@@ -28,7 +28,7 @@ from escalations.api.problems import (
     problem_error_handler,
     validation_exception_handler,
 )
-from escalations.api.settings import ApiSettings
+from escalations.settings import ApiSettings
 from escalations.api.tickets import router
 from schemas.ticket import ZendeskWebhook, from_zendesk, parse_zendesk_field_map
 

@@ -25,7 +25,8 @@ from schemas.policy import load_policy_file, load_policy_text
 from workflows import events
 from workflows import transitions as tr
 from workflows.postmortem import PostmortemResult
-from tests.conftest import blog_request, policy_path
+from tests.helpers.policies import policy_path
+from tests.helpers.requests import blog_request
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 S = timedelta(seconds=1)

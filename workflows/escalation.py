@@ -31,6 +31,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    # ``import package.module`` (not ``from package import module``): the sandbox passes a
+    # module through only when its full name is imported, and these must be the host's
+    # modules, so every run shares one RunState class.
+    import workflows.clocks as clk
+    import workflows.events as events
+    import workflows.operator_view as operator_view
+    import workflows.transitions as tr
     from schemas import keys
     from schemas.activities import (
         EventBatch,
@@ -51,22 +58,22 @@ with workflow.unsafe.imports_passed_through():
         EscalationRequest,
         EscalationState,
         PauseCommand,
+        PostmortemInput,
         PostmortemReport,
+        PostmortemResult,
         ResolveCommand,
         ResumeCommand,
         UpgradeCommand,
         summary_for,
     )
-    from schemas.notifications import DeliveryBatch, DeliveryFailure, DeliveryOutcome, SendOutcome
+    from schemas.notifications import (
+        DeliveryBatch,
+        DeliveryFailure,
+        DeliveryOutcome,
+        SendOutcome,
+    )
     from schemas.policy import Policy
-    # ``import package.module`` (not ``from package import module``): the sandbox passes a
-    # module through only when its full name is imported, and these must be the host's
-    # modules, so every run shares one RunState class.
-    import workflows.clocks as clk
-    import workflows.events as events
-    import workflows.operator_view as operator_view
-    import workflows.transitions as tr
-    from workflows.postmortem import PostmortemInput, PostmortemResult, PostmortemWorkflow
+    from workflows.postmortem import PostmortemWorkflow
 
 STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 LOAD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))

@@ -9,45 +9,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from schemas.durations import format_duration
-    from schemas.escalation import CompletePostmortemCommand, Contact, PostmortemReport
-
-
-class PostmortemInput(BaseModel):
-    escalation_id: str
-    ticket_id: str
-    parent_workflow_id: str
-    title: str
-    priority: str
-    owner: str
-    owner_contact: Contact | None = None
-    due: AwareDatetime
-    remind_every: timedelta
-
-
-class PostmortemResult(BaseModel):
-    completed_by: str
-    completed_at: AwareDatetime
-    summary: str
-    root_cause: str
-    improvements: list[str]
-    kb_article_url: str | None = None
-    reminders_sent: int
-    overdue: bool
-
-
-class PostmortemStatus(BaseModel):
-    ticket_id: str
-    owner: str
-    due: AwareDatetime
-    reminders_sent: int
-    overdue: bool
-    completed: bool
+    from schemas.escalation import (
+        CompletePostmortemCommand,
+        PostmortemInput,
+        PostmortemReport,
+        PostmortemResult,
+        PostmortemStatus,
+    )
 
 
 @workflow.defn(name="PostmortemWorkflow")

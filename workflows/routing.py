@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas.escalation import EscalationRequest
+from schemas.escalation import EscalationRequest, UnroutableRequest, entry_level
 from schemas.policy import ALWAYS_OPEN, Contact, Policy
 from workflows.calendar import WorkingCalendar, calendar_named
 from workflows.rotation import next_handover, on_call
@@ -20,21 +20,12 @@ class Paging:
     skipped: list[str] = field(default_factory=list)
 
 
-class RoutingError(ValueError):
-    """The request cannot be routed under this policy (e.g. a category with no route)."""
+RoutingError = UnroutableRequest
 
 
 def entry_point(policy: Policy, request: EscalationRequest) -> str:
-    """Where an escalation of this kind opens."""
-    if request.kind == "functional":
-        if request.category not in policy.routes:
-            known = ", ".join(sorted(policy.routes)) or "none"
-            raise RoutingError(
-                f"category {request.category!r} has no route in policy {policy.name} "
-                f"v{policy.version}; known categories: {known}"
-            )
-        return policy.routes[request.category]
-    return policy.priorities[request.priority].entry_level
+    """Where an escalation of this kind opens (raises ``RoutingError``)."""
+    return entry_level(policy, request)
 
 
 def consulted_level(policy: Policy, request: EscalationRequest, entry: str) -> str | None:

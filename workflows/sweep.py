@@ -30,8 +30,6 @@ with workflow.unsafe.imports_passed_through():
     from schemas.activities import PolicyRequest
     from schemas.policy import Policy
     from schemas.ticket import (
-        ESCALATE_TICKETS,
-        FIND_CANDIDATES,
         CandidatePage,
         CandidateQuery,
         EscalateBatch,
@@ -81,7 +79,7 @@ class CriteriaSweepWorkflow:
         only = "" if input.ticket_ids is None else f" among {_listed(input.ticket_ids)}"
         while True:
             page = await workflow.execute_activity(
-                FIND_CANDIDATES,
+                keys.FIND_CANDIDATES,
                 CandidateQuery(after_id=cursor, limit=input.page_size, ticket_ids=input.ticket_ids),
                 result_type=CandidatePage,
                 start_to_close_timeout=timedelta(seconds=60),
@@ -128,7 +126,7 @@ class CriteriaSweepWorkflow:
         assert self._result is not None
         names = _listed([m.ticket_id for m in matches])
         outcome = await workflow.execute_activity(
-            ESCALATE_TICKETS,
+            keys.ESCALATE_TICKETS,
             EscalateBatch(sweep_id=sweep_id, policy=policy, matches=matches),
             result_type=EscalateResult,
             start_to_close_timeout=timedelta(minutes=5),

@@ -22,7 +22,6 @@ from schemas.escalation import (
     AddNoteCommand,
     ApplyPolicyCommand,
     Consulted,
-    Contact,
     Deadlines,
     EscalateCommand,
     EscalationRequest,
@@ -38,7 +37,7 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.policy import Contact as PolicyContact
-from schemas.policy import Policy
+from schemas.policy import ContactPoint, Policy
 from workflows import clocks as clk
 from workflows import routing
 from workflows.calendar import WorkingCalendar, calendar_named
@@ -61,7 +60,7 @@ class Notify:
     audience: str
     template: str
     responder: str | None = None
-    contacts: list[Contact] | None = None
+    contacts: list[ContactPoint] | None = None
     customer: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,7 +86,7 @@ class PostmortemPlan:
 
     workflow_id: str
     owner: str
-    owner_contact: Contact | None
+    owner_contact: ContactPoint | None
     due: datetime
 
 
@@ -154,10 +153,8 @@ def refresh(state: RunState, at: datetime) -> None:
     view.resolve_remaining = clk.remaining(clocks.resolve, calendar, at)
 
 
-def _contact(contact: PolicyContact | None) -> Contact | None:
-    if contact is None:
-        return None
-    return Contact(name=contact.name, channel=contact.channel, target=contact.target)
+def _contact(contact: PolicyContact | None) -> ContactPoint | None:
+    return contact.point() if contact is not None else None
 
 
 def _require_unresolved(state: RunState, action: str) -> None:

@@ -17,18 +17,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from activities.templates import Rendered
+from escalations.settings import NotificationSettings
 from schemas.notifications import NotificationIntent
-
-if TYPE_CHECKING:
-    import asyncpg
-
-    from activities.notifications import NotificationSettings
 
 
 class DeliveryError(Exception):
@@ -61,26 +57,6 @@ class SendResult:
 
 class Sender(Protocol):
     async def send(self, delivery: Delivery) -> SendResult: ...
-
-
-def build_senders(
-    settings: NotificationSettings, http: httpx.AsyncClient, pool: asyncpg.Pool
-) -> dict[str, Sender]:
-    from activities.channels.email import EmailSender
-    from activities.channels.jira import JiraSender
-    from activities.channels.log import LogSender
-    from activities.channels.slack import SlackSender
-    from activities.channels.teams import TeamsSender
-    from activities.channels.webhook import WebhookSender
-
-    return {
-        "log": LogSender(),
-        "webhook": WebhookSender(settings, http),
-        "slack": SlackSender(settings, http),
-        "teams": TeamsSender(settings, http),
-        "email": EmailSender(settings),
-        "jira": JiraSender(settings, http, pool),
-    }
 
 
 # -- HTTP -------------------------------------------------------------------

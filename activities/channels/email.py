@@ -13,7 +13,6 @@ import email.utils
 import hashlib
 import ssl
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
 
 import aiosmtplib
 
@@ -23,9 +22,7 @@ from activities.channels import (
     RetryableDeliveryError,
     SendResult,
 )
-
-if TYPE_CHECKING:
-    from activities.notifications import NotificationSettings
+from escalations.settings import NotificationSettings
 
 KEY_HEADER = "X-Escalation-Key"
 TICKET_HEADER = "X-Escalation-Ticket"
@@ -121,7 +118,7 @@ class EmailSender:
                 username=s.smtp_username,
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 use_tls=s.smtp_tls,
-                start_tls=False if s.smtp_tls else s.smtp_starttls,
+                start_tls=False if s.smtp_tls else s.starttls,
                 cert_bundle=s.smtp_ca_file,
                 timeout=s.request_timeout,
             )

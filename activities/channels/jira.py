@@ -10,16 +10,18 @@ is the project key (default ``ESCALATION_JIRA_PROJECT``).
 Creation is guarded against doubles: the key is looked up first, and the
 create runs under a Postgres advisory lock per escalation (held on a pooled
 connection, outside any transaction, and released with it if the worker
-dies), so two attempts never both create. Jira offers no idempotent create;
-the ``Idempotency-Key`` header is sent anyway for proxies and audit logs.
+dies; see ``escalations/db/jira.py``), so two attempts never both create.
+Jira offers no idempotent create; the ``Idempotency-Key`` header is sent
+anyway for proxies and audit logs.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
 import httpx
 
 from activities.channels import (
@@ -32,12 +34,16 @@ from activities.channels import (
     host_of,
     post,
 )
-from activities.templates import Bullets, Link, Rendered, handoff_sections, jira_labels, jira_summary
-
-if TYPE_CHECKING:
-    import asyncpg
-
-    from activities.notifications import NotificationSettings
+from activities.templates import (
+    Bullets,
+    Link,
+    Rendered,
+    handoff_sections,
+    jira_labels,
+    jira_summary,
+)
+from escalations.db import jira as jira_issues
+from escalations.settings import NotificationSettings
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +139,6 @@ def issue_fields(delivery: Delivery, project: str, issue_type: str) -> dict[str,
 
 # -- sender ----------------------------------------------------------------
 
-_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
-_FIND = "SELECT issue_key FROM jira_issues WHERE escalation_id = $1"
-_STORE = """INSERT INTO jira_issues (escalation_id, ticket_id, issue_key) VALUES ($1, $2, $3)
-            ON CONFLICT (escalation_id) DO NOTHING RETURNING issue_key"""
-
-
 class JiraSender:
     def __init__(self, settings: NotificationSettings, http: httpx.AsyncClient, pool: asyncpg.Pool):
         self._settings = settings
@@ -203,13 +202,13 @@ class JiraSender:
         self._config()
         intent = delivery.intent
         async with self._pool.acquire() as conn:
-            issue_key = await conn.fetchval(_FIND, intent.escalation_id)
+            issue_key = await jira_issues.issue_key(conn, intent.escalation_id)
         if issue_key is None:
             issue_key = await self._create_once(delivery)
             if issue_key is not None:
                 return SendResult(issue_key, jira_key=issue_key)
             async with self._pool.acquire() as conn:
-                issue_key = await conn.fetchval(_FIND, intent.escalation_id)
+                issue_key = await jira_issues.issue_key(conn, intent.escalation_id)
             assert issue_key is not None
         answer = await self._post(
             f"/rest/api/3/issue/{issue_key}/comment", {"body": comment_body(delivery)}, intent.key
@@ -225,32 +224,27 @@ class JiraSender:
         """Create and record the issue; None if it already existed once the lock was held."""
         intent = delivery.intent
         project = self._project(delivery)
-        lock_name = f"jira-issue:{intent.escalation_id}"
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval(_LOCK, lock_name):
+        async with jira_issues.creation_lock(self._pool, intent.escalation_id) as conn:
+            if conn is None:
                 raise RetryableDeliveryError(
                     f"another attempt is creating the Jira issue of escalation {intent.escalation_id}",
                     retry_after=1.0,
                 )
-            try:
-                if await conn.fetchval(_FIND, intent.escalation_id) is not None:
-                    return None
-                answer = await self._post(
-                    "/rest/api/3/issue",
-                    {"fields": issue_fields(delivery, project, self._settings.jira_issue_type)},
-                    intent.key,
+            if await jira_issues.issue_key(conn, intent.escalation_id) is not None:
+                return None
+            answer = await self._post(
+                "/rest/api/3/issue",
+                {"fields": issue_fields(delivery, project, self._settings.jira_issue_type)},
+                intent.key,
+            )
+            created = answer.get("key")
+            if not created:
+                raise PermanentDeliveryError("Jira created no issue (no key in the answer)")
+            if not await jira_issues.record_issue(conn, intent.escalation_id, intent.ticket_id, created):
+                kept = await jira_issues.issue_key(conn, intent.escalation_id)
+                log.warning(
+                    "Jira issue %s of escalation %s duplicates %s, which was recorded first",
+                    created, intent.escalation_id, kept,
                 )
-                created = answer.get("key")
-                if not created:
-                    raise PermanentDeliveryError("Jira created no issue (no key in the answer)")
-                stored = await conn.fetchval(_STORE, intent.escalation_id, intent.ticket_id, created)
-                if stored is None:
-                    kept = await conn.fetchval(_FIND, intent.escalation_id)
-                    log.warning(
-                        "Jira issue %s of escalation %s duplicates %s, which was recorded first",
-                        created, intent.escalation_id, kept,
-                    )
-                    return kept
-                return created
-            finally:
-                await conn.execute(_UNLOCK, lock_name)
+                return kept
+            return created

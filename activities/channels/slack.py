@@ -8,15 +8,13 @@ or else ``ESCALATION_SLACK_WEBHOOK_URL``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from activities.channels import Delivery, SendResult, send_chat
 from activities.templates import Rendered
-
-if TYPE_CHECKING:
-    from activities.notifications import NotificationSettings
+from escalations.settings import NotificationSettings
 
 HEADER_LIMIT = 150
 TEXT_LIMIT = 3000

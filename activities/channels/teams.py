@@ -9,15 +9,13 @@ to the run in Temporal UI. The webhook URL, a secret, comes from
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from activities.channels import Delivery, SendResult, send_chat
 from activities.templates import Bullets, Link, Rendered
-
-if TYPE_CHECKING:
-    from activities.notifications import NotificationSettings
+from escalations.settings import NotificationSettings
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -31,9 +31,7 @@ from activities.channels import (
     host_of,
     post,
 )
-
-if TYPE_CHECKING:
-    from activities.notifications import NotificationSettings
+from escalations.settings import NotificationSettings
 
 TIMESTAMP_HEADER = "X-Escalation-Timestamp"
 SIGNATURE_HEADER = "X-Escalation-Signature"

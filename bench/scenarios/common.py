@@ -17,8 +17,9 @@ from temporalio.client import Client, WorkflowHandle
 from bench.bare_workflow import BARE_WORKFLOW, BareInput
 from bench.results import Target
 from bench.stack import BenchStack, Run
+from escalations.client import start_escalation as client_start
 from schemas import keys
-from schemas.escalation import EscalationRequest, EscalationState, start_options
+from schemas.escalation import EscalationRequest, EscalationState
 
 T = TypeVar("T")
 START_CONCURRENCY = 50
@@ -65,10 +66,7 @@ def bench_request(policy: str | None = None, priority: str = "P2", ticket_id: st
 
 
 async def start_escalation(client: Client, request: EscalationRequest, task_queue: str) -> WorkflowHandle[Any, EscalationState]:
-    return await client.start_workflow(
-        keys.ESCALATION_WORKFLOW, request, task_queue=task_queue, result_type=EscalationState,
-        **start_options(request),
-    )
+    return await client_start(client, request, task_queue=task_queue, source=None)
 
 
 async def start_bare(client: Client, id: str, task_queue: str, *, deadline: datetime | None = None,

@@ -24,12 +24,19 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.notifications import NotificationSettings
-from activities.policy import PolicySource
 from bench import policies
 from bench.results import Target
 from bench.scenarios import lifecycle
-from bench.scenarios.common import Context, Outcome, bench_request, queue, start_escalation
+from bench.scenarios.common import (
+    Context,
+    Outcome,
+    bench_request,
+    queue,
+    start_escalation,
+)
+from escalations.devstack.temporal import temporal_binary
+from escalations.policies import PolicySource
+from escalations.settings import NotificationSettings, WorkerSettings
 from schemas import keys
 from schemas.escalation import (
     AcknowledgeCommand,
@@ -38,8 +45,7 @@ from schemas.escalation import (
     ResolveCommand,
     postmortem_id_for,
 )
-from escalations.devstack.temporal import temporal_binary
-from worker import WorkerSettings, build_worker
+from worker import build_worker
 
 
 async def _opened(handle) -> EscalationState:
@@ -111,8 +117,8 @@ async def month(ctx: Context, days: int) -> dict[str, Any]:
             task_queue = queue()
             source = PolicySource.from_setting(str(policy_file))
             worker = build_worker(
-                env.client, pool, http, policies=source, notification_settings=NotificationSettings.from_env({}),
-                settings=WorkerSettings(task_queue=task_queue, database_url="", policy_file=str(policy_file)),
+                env.client, pool, http, policies=source, notification_settings=NotificationSettings.of(),
+                settings=WorkerSettings.of(task_queue=task_queue, database_url="", policy_file=str(policy_file)),
             )
             async with worker:
                 request = bench_request("bench-month", priority="P1")

@@ -14,7 +14,7 @@ from typing import Any
 from bench.results import Target
 from bench.scenarios import lateness
 from bench.scenarios.common import Context, Outcome
-from worker import WorkerSettings
+from escalations.settings import WorkerSettings
 
 KB = 1024
 MB = 1024 * 1024
@@ -30,7 +30,7 @@ async def run(ctx: Context) -> Outcome:
         samples = {"ours": {"idle": mine["worker_rss_idle"], "open": mine["worker_rss"]},
                    "bare": {"idle": theirs["worker_rss_idle"], "open": theirs["worker_rss"]}}
     cache = int(ctx.stack.worker_env.get("ESCALATION_MAX_CACHED_WORKFLOWS",
-                                         WorkerSettings(task_queue="", database_url="", policy_file=None).max_cached_workflows))
+                                         WorkerSettings.model_fields["max_cached_workflows"].default))
     results: dict[str, Any] = {"max_cached_workflows": cache}
     for side in ("ours", "bare"):
         idle = samples[side]["idle"]

@@ -38,7 +38,7 @@ def api_available() -> str | None:
     """None when api.app.create_app is importable, else why not."""
     try:
         from escalations.api.app import create_app  # noqa: F401
-        from escalations.api.settings import ApiSettings  # noqa: F401
+        from escalations.settings import ApiSettings  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means "n/a", reported with its reason
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
-from activities.policy import PolicySource
+from escalations import client as ec
 from escalations.api import escalations, feedback, health, tickets
 from escalations.api.deps import api_routes, requires_token
 from escalations.api.middleware import BodyLimitMiddleware
@@ -51,9 +51,9 @@ from escalations.api.problems import (
     problem_response,
     validation_exception_handler,
 )
-from escalations.api.settings import ApiSettings
-from escalations import client as ec
 from escalations.db.pool import create_pool
+from escalations.policies import PolicySource
+from escalations.settings import ApiSettings
 
 DESCRIPTION = """\
 Customer escalations on durable Temporal timers: start an escalation, act on it

@@ -15,10 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from temporalio.client import Client
 
-from activities.policy import PolicySource
-from escalations.api.problems import ProblemError
-from escalations.api.settings import ApiSettings
 from escalations import client as ec
+from escalations.api.problems import ProblemError
+from escalations.policies import PolicySource
+from escalations.settings import ApiSettings
 
 BEARER_CHALLENGE = 'Bearer realm="escalations"'
 

@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 
-from activities.policy import PolicySource
 from escalations import client as escalations
 from escalations.api import idempotency
 from escalations.api.deps import (
@@ -23,10 +22,10 @@ from escalations.api.deps import (
     require_token,
 )
 from escalations.api.responses import problems
-from escalations.api.settings import ApiSettings
 from escalations.db import readmodel
+from escalations.policies import PolicySource
+from escalations.settings import ApiSettings
 from schemas.escalation import (
-    OPEN_STATUSES,
     AcknowledgeCommand,
     AddNoteCommand,
     CompletePostmortemCommand,
@@ -158,20 +157,12 @@ async def list_escalations(
 async def get_escalation(ticket_id: TicketIdPath, client: ClientDep, pool: PoolDep,
                          timeouts: TimeoutsDep) -> EscalationState:
     """Live state (query ``state``) while running; the read model once closed."""
-    try:
-        return await escalations.live_state(client, ticket_id, timeouts=timeouts)
-    except escalations.EscalationClosed as closed:
+
+    async def recorded(ticket: str) -> EscalationState | None:
         async with pool.acquire() as conn:
-            state = await readmodel.latest_escalation(conn, ticket_id)
-        if state is None:
-            raise escalations.EscalationNotFound(
-                ticket_id, f"no escalation recorded for ticket {ticket_id} ({closed.message})"
-            ) from None
-        ended = escalations.ended_status(closed.status)
-        if ended is not None and state.status in OPEN_STATUSES:
-            # Ended without closing; the read model says so once housekeeping has recorded it.
-            state = state.model_copy(update={"status": ended})
-        return state
+            return await readmodel.latest_escalation(conn, ticket)
+
+    return await escalations.get_state(client, ticket_id, recorded=recorded, timeouts=timeouts)
 
 
 COMMAND_RESPONSES = problems(400, 401, 404, 409, 413, 422, 503, 504)

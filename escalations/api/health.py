@@ -17,7 +17,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from escalations.api.problems import PROBLEM_MEDIA_TYPE, Problem, classify_fault, problem_body
+from escalations.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    classify_fault,
+    problem_body,
+)
+from escalations.db.pool import ping
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("escalations.api")
@@ -77,7 +83,7 @@ async def _temporal(app: object, seconds: float) -> State:
 
 async def _postgres(app: object, seconds: float) -> State:
     async def check() -> bool:
-        await app.state.pool.fetchval("SELECT 1", timeout=seconds)  # type: ignore[attr-defined]
+        await ping(app.state.pool, timeout=seconds)  # type: ignore[attr-defined]
         return True
 
     return await _check("postgres", check, seconds)

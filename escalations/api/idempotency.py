@@ -4,7 +4,8 @@ A key is claimed before the start and completed with the 201 response; an
 identical retry (same key, same canonical body) replays that response, the same
 key with a different body is refused. A failed attempt releases its claim so a
 retry runs again. Keys expire after ``ttl``; a claim left behind by a crashed
-process is taken over after ``ABANDONED_AFTER``.
+process is taken over after ``ABANDONED_AFTER``. The statements are in
+``escalations/db/idempotency.py``; this module decides what the API answers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from escalations.api.problems import ProblemError
+from escalations.db import idempotency as stored_keys
 
 ABANDONED_AFTER = timedelta(minutes=2)
 KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
@@ -40,24 +42,9 @@ async def claim(
     pool: asyncpg.Pool, scope: str, key: str, digest: str, now: datetime, ttl: timedelta
 ) -> Replay | None:
     """None: this request owns the key and must run. Replay: answer with the stored response."""
-    async with pool.acquire() as conn:
-        owned = await conn.fetchval(
-            """INSERT INTO api_idempotency (scope, key, request_sha256, created_at)
-               VALUES ($1, $2, $3, $4)
-               ON CONFLICT (scope, key) DO UPDATE
-                  SET request_sha256 = EXCLUDED.request_sha256, created_at = EXCLUDED.created_at,
-                      status_code = NULL, response = NULL, completed_at = NULL
-                WHERE api_idempotency.created_at < $5
-                   OR (api_idempotency.response IS NULL AND api_idempotency.created_at < $6)
-               RETURNING true""",
-            scope, key, digest, now, now - ttl, now - ABANDONED_AFTER,
-        )
-        if owned:
-            return None
-        row = await conn.fetchrow(
-            "SELECT request_sha256, status_code, response FROM api_idempotency WHERE scope = $1 AND key = $2",
-            scope, key,
-        )
+    owned, row = await stored_keys.claim(pool, scope, key, digest, now, ttl=ttl, abandoned_after=ABANDONED_AFTER)
+    if owned:
+        return None
     if row is None:  # released between the two statements: the caller may try again
         raise ProblemError(409, "a request with this Idempotency-Key just failed; retry it",
                            slug="idempotency-key-in-flight", headers={"Retry-After": "1"})
@@ -75,14 +62,8 @@ async def claim(
 
 async def complete(pool: asyncpg.Pool, scope: str, key: str, status_code: int,
                    body: dict[str, Any], now: datetime) -> None:
-    await pool.execute(
-        """UPDATE api_idempotency SET status_code = $3, response = $4, completed_at = $5
-            WHERE scope = $1 AND key = $2""",
-        scope, key, status_code, body, now,
-    )
+    await stored_keys.complete(pool, scope, key, status_code, body, now)
 
 
 async def release(pool: asyncpg.Pool, scope: str, key: str) -> None:
-    await pool.execute(
-        "DELETE FROM api_idempotency WHERE scope = $1 AND key = $2 AND response IS NULL", scope, key
-    )
+    await stored_keys.release(pool, scope, key)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from escalations.api.app import create_app
-from escalations.api.settings import ApiSettings
+from escalations.settings import ApiSettings
 
 log = logging.getLogger("escalations.api")
 

@@ -16,11 +16,16 @@ import asyncpg
 from fastapi import APIRouter, Body, Depends, Response
 from pydantic import ValidationError
 
-from activities.tickets import upsert_ticket
 from escalations.api.deps import get_pool, get_settings, require_token
-from escalations.api.problems import Problem, ProblemError, ValidationProblem, field_errors
+from escalations.api.problems import (
+    Problem,
+    ProblemError,
+    ValidationProblem,
+    field_errors,
+)
 from escalations.api.responses import DESCRIPTIONS
-from escalations.api.settings import ApiSettings
+from escalations.db.tickets import upsert_ticket
+from escalations.settings import ApiSettings
 from schemas.ticket import Ticket, TicketUpsertResult, ZendeskWebhook, from_zendesk
 
 router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[Depends(require_token)])

@@ -34,23 +34,37 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from escalations.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, require_database, resolve
+from escalations.client import EscalationAlreadyOpen, start_escalation
+from escalations.connect import (
+    DEFAULT_DATA_DIR,
+    Connection,
+    StackNotFound,
+    require_database,
+    resolve,
+)
+from escalations.links import workflow_url, workflows_url
 
 if TYPE_CHECKING:
     import asyncpg
     from temporalio.client import Client
 
+    from escalations.cli.fake_jira import FakeJira
     from schemas.policy import Policy
-    from escalations.devstack.fake_jira import FakeJira
 
 SCALE = 60
 """One second of demo time stands for this many seconds of escalation time (escalations/policies/demo.yaml)."""
@@ -126,10 +140,7 @@ def _rule_text(rule: Any) -> str:
 
 
 def ui_link(connection: Connection, workflow_id: str) -> str | None:
-    if not connection.ui_url:
-        return None
-    return (f"{connection.ui_url.rstrip('/')}/namespaces/{quote(connection.namespace, safe='')}"
-            f"/workflows/{quote(workflow_id, safe='')}")
+    return workflow_url(connection.ui_url, connection.namespace, workflow_id)
 
 
 async def run_demo(connection: Connection, options: DemoOptions, console: Console) -> None:
@@ -137,14 +148,14 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
     import asyncpg
     import httpx
 
-    from activities.notifications import NotificationSettings
-    from activities.policy import PolicySource, packaged_policy
+    from escalations.cli.fake_jira import FakeJira
     from escalations.connect import temporal_client
     from escalations.db.migrate import migrate
     from escalations.db.pool import create_pool
+    from escalations.policies import PolicySource, packaged_policy
+    from escalations.settings import NotificationSettings, WorkerSettings
     from schemas.policy import PolicyError
-    from escalations.devstack.fake_jira import FakeJira
-    from worker import WorkerSettings, build_worker
+    from worker import build_worker
 
     # SIGTERM stops the demo like Ctrl-C does: the story's clean-up terminates its run.
     main = asyncio.current_task()
@@ -190,20 +201,17 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
         pool = await create_pool(database_url, max_size=10)
         stack.push_async_callback(pool.close)
         # Only what the demo policy's channels need (log, and Jira on the built-in receiver).
-        settings = NotificationSettings.from_env({
-            "ESCALATION_JIRA_BASE_URL": jira.url,
-            "ESCALATION_JIRA_EMAIL": jira.email,
-            "ESCALATION_JIRA_API_TOKEN": jira.api_token,
-            "ESCALATION_UI_URL": connection.ui_url or "",
-            "TEMPORAL_NAMESPACE": connection.namespace,
-        })
+        settings = NotificationSettings.of(
+            jira_base_url=jira.url, jira_email=jira.email, jira_api_token=jira.api_token,
+            ui_url=connection.ui_url or "http://localhost:8233", namespace=connection.namespace,
+        )
         worker = build_worker(
             client, pool, http, policies=source, notification_settings=settings,
-            settings=WorkerSettings(
+            settings=WorkerSettings.of(
                 task_queue=task_queue, database_url=database_url, policy_file=str(policy_file),
                 max_cached_workflows=100, max_concurrent_activities=20,
                 max_concurrent_local_activities=20, max_concurrent_workflow_tasks=20,
-                sticky_queue_timeout=timedelta(seconds=2),
+                sticky_queue_timeout_seconds=2,
             ),
         )
         await stack.enter_async_context(worker)
@@ -221,15 +229,6 @@ _DEADLINE_LABELS = {
     "next_customer_update_due": "customer update due",
     "at_risk_at": "SLA at-risk warning",
 }
-
-_LEDGER = """
-SELECT seq, audience, recipient, channel, target, template, context, status, last_error,
-       provider_response_id
-  FROM notifications
- WHERE escalation_id = $1 AND seq > $2
- ORDER BY seq, audience = 'customer' DESC, recipient"""
-
-_EVENT_SEQ = "SELECT max(seq) FROM escalation_events WHERE escalation_id = $1 AND type = ANY($2::text[])"
 
 
 class Story:
@@ -343,6 +342,8 @@ class Story:
 
         Of the blog's run, or of the escalation ``escalation_id``."""
         from activities.templates import render
+        from escalations.db.eventstore import latest_seq_of
+        from escalations.db.ledger import rows_after
 
         escalation_id = escalation_id or self.escalation_id
         assert escalation_id is not None
@@ -351,7 +352,7 @@ class Story:
         deadline = time.monotonic() + 30
         while True:
             async with self.pool.acquire() as conn:
-                target = await conn.fetchval(_EVENT_SEQ, escalation_id, list(event_types))
+                target = await latest_seq_of(conn, escalation_id, list(event_types))
             if target is not None and target > shown:
                 break
             if time.monotonic() > deadline:
@@ -359,7 +360,7 @@ class Story:
             await asyncio.sleep(0.1)
         while True:
             async with self.pool.acquire() as conn:
-                rows = await conn.fetch(_LEDGER, escalation_id, shown)
+                rows = await rows_after(conn, escalation_id, shown)
             if rows and max(r["seq"] for r in rows) >= target and all(
                 r["status"] in ("sent", "failed") for r in rows
             ):
@@ -421,11 +422,10 @@ class Story:
             await asyncio.sleep(0.25)
 
     async def _report_failures(self, escalation_id: str) -> None:
+        from escalations.db.ledger import failed_rows
+
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT recipient, channel, last_error FROM notifications "
-                "WHERE escalation_id = $1 AND status = 'failed'", escalation_id,
-            )
+            rows = await failed_rows(conn, escalation_id)
         detail = "; ".join(f"{r['recipient']} ({r['channel']}): {r['last_error']}" for r in rows)
         raise DemoError(f"a notification failed: {detail or 'see the notifications table'}")
 
@@ -469,19 +469,15 @@ class Story:
                 self.console.print(f"[yellow]could not terminate {workflow_id}: {escape(str(exc))}[/]")
 
     async def _story(self) -> None:
-        from temporalio.exceptions import WorkflowAlreadyStartedError
 
-        from schemas import keys
         from schemas.escalation import (
             AcknowledgeCommand,
             AddNoteCommand,
             CompletePostmortemCommand,
-            EscalationState,
+            PostmortemStatus,
             ResolveCommand,
             postmortem_id_for,
-            start_options,
         )
-        from workflows.postmortem import PostmortemStatus
 
         request = self.request
         policy = self.policy
@@ -503,14 +499,8 @@ class Story:
                       "high-value client, complex integration → escalation criteria met")
         self.cleanup_ids.append(self.workflow_id)
         try:
-            self.handle = await self.client.start_workflow(
-                keys.ESCALATION_WORKFLOW,
-                request,
-                task_queue=self.task_queue,
-                result_type=EscalationState,
-                **start_options(request),
-            )
-        except WorkflowAlreadyStartedError:
+            self.handle = await start_escalation(self.client, request, task_queue=self.task_queue, source=None)
+        except EscalationAlreadyOpen:
             raise DemoError(f"{self.workflow_id} is already running; pick another --ticket") from None
         state = await self.until(lambda s: True, "opening the escalation")
         self.escalation_id = state.escalation_id
@@ -674,18 +664,18 @@ class Story:
 
     async def _auto_escalation(self) -> None:
         """Step 8: a ticket only stored, a criteria sweep, the escalation it opened, closed again."""
-        from activities.tickets import upsert_tickets
+        from escalations.db.tickets import upsert_tickets
         from schemas import keys
         from schemas.escalation import (
             AcknowledgeCommand,
             CompletePostmortemCommand,
             EscalationState,
+            PostmortemStatus,
             ResolveCommand,
             postmortem_id_for,
             workflow_id_for,
         )
         from schemas.ticket import SweepInput, SweepResult
-        from workflows.postmortem import PostmortemStatus
 
         policy = self.policy
         criteria = policy.criteria
@@ -813,8 +803,7 @@ class Story:
         self.console.print(table)
         link = ui_link(self.connection, self.workflow_id)
         if link and self.connection.ui_url:
-            listing = (f"{self.connection.ui_url.rstrip('/')}/namespaces/{quote(self.connection.namespace)}"
-                       f"/workflows?query={quote('CustomerId=' + chr(34) + 'acme' + chr(34))}")
+            listing = workflows_url(self.connection.ui_url, self.connection.namespace, 'CustomerId="acme"')
             self.console.print(f"Temporal UI, this run: {link}", soft_wrap=True, markup=False)
             self.console.print(f"Temporal UI, Acme's escalations: {listing}", soft_wrap=True, markup=False)
         self.console.print(f"Finished in {elapsed:.0f} s (≈ {scaled(elapsed)} of escalation time at {SCALE_LABEL}).")

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
@@ -29,7 +29,14 @@ from temporalio.service import RPCError
 
 from escalations import client as ec
 from escalations import connect
-from escalations.connect import DEFAULT_DATA_DIR, Connection, StackNotFound, read_stack, temporal_client
+from escalations.cli.failing import fail, one_line
+from escalations.connect import (
+    DEFAULT_DATA_DIR,
+    Connection,
+    StackNotFound,
+    read_stack,
+    temporal_client,
+)
 from schemas.escalation import (
     AcknowledgeCommand,
     AddNoteCommand,
@@ -73,13 +80,6 @@ class CliError(Exception):
     """A one-line reason to stop."""
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {one_line(message)}", err=True)
-    raise typer.Exit(1)
 
 
 def _invalid(err: ValidationError) -> str:
@@ -92,7 +92,7 @@ def _command(factory: Callable[[], T]) -> T:
     try:
         return factory()
     except ValidationError as err:
-        _fail(_invalid(err))
+        fail(_invalid(err))
 
 
 def _run(data_dir: Path, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
@@ -100,11 +100,11 @@ def _run(data_dir: Path, action: Callable[[Connection, Client], Awaitable[None]]
         connection = connect.resolve(data_dir)
         asyncio.run(_with_client(connection, action))
     except ec.EscalationError as err:
-        _fail(err.message)
+        fail(err.message)
     except (CliError, StackNotFound) as err:
-        _fail(str(err))
+        fail(str(err))
     except RPCError as err:
-        _fail(f"Temporal error: {err.message}")
+        fail(f"Temporal error: {err.message}")
 
 
 async def _with_client(connection: Connection, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
@@ -148,18 +148,18 @@ def _read_request(file: Path) -> EscalationRequest:
     try:
         text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except OSError as err:
-        _fail(f"cannot read {file}: {err.strerror or err}")
+        fail(f"cannot read {file}: {err.strerror or err}")
     try:
         return EscalationRequest.model_validate(json.loads(text))
     except json.JSONDecodeError as err:
-        _fail(f"{file} is not JSON: {err.msg} (line {err.lineno})")
+        fail(f"{file} is not JSON: {err.msg} (line {err.lineno})")
     except ValidationError as err:
-        _fail(f"{file}: {_invalid(err)}")
+        fail(f"{file}: {_invalid(err)}")
 
 
 def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
     """With a known policy file (env or stack.json), refuse a request the worker could not route."""
-    from activities.policy import PolicySource
+    from escalations.policies import PolicySource
 
     stack = read_stack(data_dir)
     policy_file = os.environ.get("ESCALATION_POLICY_FILE") or (stack.policy_file if stack else None)
@@ -168,9 +168,9 @@ def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
     try:
         ec.check_request(PolicySource.from_setting(policy_file), request)
     except PolicyError as err:
-        _fail(str(err))
+        fail(str(err))
     except ec.InvalidRequest as err:
-        _fail(err.message)
+        fail(err.message)
 
 
 def start(
@@ -363,10 +363,10 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
     return Panel(Group(*parts), title=title, border_style=style, expand=False)
 
 
-async def _closed_state(connection: Connection, client: Client, ticket_id: str) -> EscalationState:
-    """A closed escalation from the read model (the run's result when no database is known)."""
+async def _state_of(connection: Connection, client: Client, ticket_id: str) -> EscalationState:
+    """The ticket's latest escalation (escalations.client.get_state), with the read model when known."""
     if not connection.database_url:
-        return await ec.final_state(client, ticket_id)
+        return await ec.get_state(client, ticket_id, opening_timeout=3.0)
     from escalations.db.pool import create_pool
     from escalations.db.readmodel import latest_escalation
 
@@ -374,24 +374,22 @@ async def _closed_state(connection: Connection, client: Client, ticket_id: str) 
         pool = await create_pool(connection.database_url, min_size=1, max_size=1)
     except (OSError, asyncpg.PostgresError) as err:
         raise CliError(f"cannot connect to Postgres: {one_line(err)}") from None
-    try:
+
+    async def recorded(ticket: str) -> EscalationState | None:
         async with pool.acquire() as conn:
-            state = await latest_escalation(conn, ticket_id)
+            return await latest_escalation(conn, ticket)
+
+    try:
+        return await ec.get_state(client, ticket_id, recorded=recorded, opening_timeout=3.0)
     finally:
         await pool.close()
-    if state is None:
-        return await ec.final_state(client, ticket_id)
-    return state
 
 
 def status(ticket_id: TicketArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """The escalation's state: status, level, owner, deadlines, breaches, path."""
 
     async def action(connection: Connection, client: Client) -> None:
-        try:
-            state = await ec.live_state(client, ticket_id, opening_timeout=3.0)
-        except ec.EscalationClosed:
-            state = await _closed_state(connection, client, ticket_id)
+        state = await _state_of(connection, client, ticket_id)
         _console().print(render_state(state, datetime.now(timezone.utc)))
 
     _run(data_dir, action)

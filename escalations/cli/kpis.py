@@ -10,7 +10,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from escalations.connect import DEFAULT_DATA_DIR, StackNotFound, require_database, resolve
+from escalations.cli.failing import fail
+from escalations.connect import (
+    DEFAULT_DATA_DIR,
+    StackNotFound,
+    require_database,
+    resolve,
+)
 
 T = TypeVar("T")
 
@@ -21,11 +27,6 @@ def register(app: typer.Typer) -> None:
     app.command("kpis")(kpis)
     app.command("csat")(csat)
     app.command("rebuild-read-model")(rebuild_read_model)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _moment(value: str | None, option: str, now: datetime) -> datetime | None:
@@ -43,10 +44,10 @@ def _moment(value: str | None, option: str, now: datetime) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(
+        fail(
             f"{option} {value!r}: use ISO-8601 (2026-05-01 or 2026-05-01T09:00:00Z) "
             "or a duration back from now (7d, 12h)"
-        ) from None
+        )
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -59,7 +60,7 @@ def _run_with_database(data_dir: Path, work: Callable[..., Awaitable[T]]) -> T:
     try:
         url = require_database(resolve(data_dir))
     except StackNotFound as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
 
     async def main() -> T:
         pool = await create_pool(url, min_size=1, max_size=1)
@@ -72,9 +73,9 @@ def _run_with_database(data_dir: Path, work: Callable[..., Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except asyncpg.UndefinedTableError as exc:
-        raise _fail(f"database is not migrated ({exc}); run `escalations migrate`") from None
+        fail(f"database is not migrated ({exc}); run `escalations migrate`")
     except (asyncpg.PostgresError, OSError) as exc:
-        raise _fail(f"database: {exc}".splitlines()[0]) from None
+        fail(f"database: {exc}".splitlines()[0])
 
 
 def _seconds(value: float | None) -> str:
@@ -117,7 +118,7 @@ def kpis(
         )
     except ValidationError as exc:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise _fail(problems) from None
+        fail(problems)
 
     async def work(conn):  # type: ignore[no-untyped-def]
         report = await compute_kpis(conn, filters)
@@ -133,7 +134,7 @@ def kpis(
         try:
             draw_chart(report, times, chart)
         except OSError as exc:
-            raise _fail(f"cannot write {chart}: {exc}") from None
+            fail(f"cannot write {chart}: {exc}")
         if not as_json:
             typer.echo(f"chart written to {chart}")
 
@@ -245,7 +246,7 @@ def csat(
     try:
         submission = CsatSubmission(score=score, comment=comment)
     except ValidationError as exc:
-        raise _fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
 
     async def work(conn):  # type: ignore[no-untyped-def]
         return await record_csat(conn, ticket_id, submission, datetime.now(timezone.utc))
@@ -253,24 +254,23 @@ def csat(
     try:
         result = _run_with_database(data_dir, work)
     except CsatError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     typer.echo(f"recorded CSAT {result.score} for {result.ticket_id} "
                f"(escalation {result.escalation_id}) at {result.received_at.isoformat()}")
 
 
 def rebuild_read_model(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Truncate the escalations read model and replay it from escalation_events."""
-    from escalations.db.eventstore import rebuild
+    from escalations.db.eventstore import rebuild, sizes
     from escalations.db.projection import ProjectionError
 
     async def work(conn):  # type: ignore[no-untyped-def]
-        before = await conn.fetchval("SELECT count(*) FROM escalations")
-        events = await conn.fetchval("SELECT count(*) FROM escalation_events")
+        before, events = await sizes(conn)
         return before, events, await rebuild(conn)
 
     try:
         before, events, rebuilt = _run_with_database(data_dir, work)
     except ProjectionError as exc:
-        raise _fail(f"rebuild aborted, read model unchanged: {exc}") from None
+        fail(f"rebuild aborted, read model unchanged: {exc}")
     typer.echo(f"rebuilt the read model: {rebuilt} escalations from {events} events "
                f"({before} rows before)")

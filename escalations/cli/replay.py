@@ -29,8 +29,14 @@ from temporalio.client import Client, WorkflowExecution, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
 from escalations import connect
+from escalations.cli.failing import fail, one_line
 from escalations.connect import DEFAULT_DATA_DIR, Connection, temporal_client
-from schemas.keys import ESCALATION_WORKFLOW, HOUSEKEEPING_WORKFLOW, POSTMORTEM_WORKFLOW, SWEEP_WORKFLOW
+from schemas.keys import (
+    ESCALATION_WORKFLOW,
+    HOUSEKEEPING_WORKFLOW,
+    POSTMORTEM_WORKFLOW,
+    SWEEP_WORKFLOW,
+)
 
 CONNECT_TIMEOUT = 15.0
 USAGE_ERROR = 2  # also click's code for a bad option
@@ -78,8 +84,6 @@ class ReplayError(Exception):
     """A one-line reason the replay could not run (exit 2)."""
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 # Core reports a failed activation as the Rust debug form of a Failure; its message is the reason.
@@ -102,7 +106,13 @@ def quiet_core_logs() -> None:
     """Core logs a WARN line (on stdout) for every task it fails; a failed replay is reported
     here instead. Forward only its errors to Python logging (stderr). In a fresh process only:
     a runtime that already exists (an embedding program's) is left as it is."""
-    from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+    from temporalio.runtime import (
+        LogForwardingConfig,
+        LoggingConfig,
+        Runtime,
+        TelemetryConfig,
+        TelemetryFilter,
+    )
 
     logging_config = LoggingConfig(
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"),
@@ -143,7 +153,9 @@ async def replay_matching(
 
     # The worker's own calendar data (see worker.run_worker): replay must compute what it computed.
     zoneinfo.reset_tzpath(to=())
-    from worker import build_replayer  # imports every workflow module: only when there is work
+    from worker import (
+        build_replayer,  # imports every workflow module: only when there is work
+    )
 
     replayer = build_replayer()
     run_ids: dict[int, str] = {}  # the history being replayed -> the run id visibility listed
@@ -189,8 +201,7 @@ def _run_id(history: WorkflowHistory) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {one_line(message)}", err=True)
-    raise typer.Exit(USAGE_ERROR)
+    fail(message, USAGE_ERROR)
 
 
 async def _connect(connection: Connection) -> Client:

@@ -15,6 +15,7 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
 )
 
+from escalations.cli.failing import fail
 from escalations.connect import (
     DEFAULT_DATA_DIR,
     StackNotFound,
@@ -45,11 +46,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(schedule_app, name="schedule")
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _policy_file(option: Path | None, data_dir: Path) -> str | None:
     if option is not None:
         return str(option)
@@ -67,12 +63,12 @@ def install(
 ) -> None:
     """Create or update the schedules: `escalation-criteria-sweep` (every criteria.sweep_every) and
     `escalations-housekeeping` (every minute: runs that ended without closing)."""
-    from activities.policy import PolicySource
+    from escalations.policies import PolicySource
 
     try:
         loaded = PolicySource.from_setting(_policy_file(policy, data_dir)).load(None)
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     connection = resolve(data_dir)
 
     async def run() -> tuple[str, str]:
@@ -137,21 +133,21 @@ def import_tickets(
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise _fail(f"cannot read {file}: {exc.strerror}") from None
+        fail(f"cannot read {file}: {exc.strerror}")
     tickets, errors = parse_lines(lines)
     if errors:
         for error in errors:
             typer.echo(error, err=True)
         invalid = len({e.split(":", 1)[0] for e in errors})
-        raise _fail(f"{invalid} invalid line(s) in {file}: nothing imported")
+        fail(f"{invalid} invalid line(s) in {file}: nothing imported")
     try:
         url = require_database(resolve(data_dir))
     except StackNotFound as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
 
     async def run():
-        from activities.tickets import upsert_tickets
         from escalations.db.pool import create_pool
+        from escalations.db.tickets import upsert_tickets
 
         pool = await create_pool(url, max_size=2)
         try:

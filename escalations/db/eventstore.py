@@ -20,7 +20,13 @@ from typing import Literal
 
 import asyncpg
 
-from escalations.db.projection import event_from_record, fold, fold_all, load_row, save_row
+from escalations.db.projection import (
+    event_from_record,
+    fold,
+    fold_all,
+    load_row,
+    save_row,
+)
 from schemas.activities import LedgerUpdate
 from schemas.escalation import DomainEvent
 from schemas.notifications import NotificationIntent
@@ -79,6 +85,12 @@ UPDATE escalations e
           FROM escalations x WHERE x.fingerprint = ANY($1::text[])) r
  WHERE e.escalation_id = r.escalation_id
    AND (e.repeat_of IS DISTINCT FROM r.repeat_of OR e.repeat_count <> r.repeat_count)"""
+
+
+_LATEST_SEQ_OF = "SELECT max(seq) FROM escalation_events WHERE escalation_id = $1 AND type = ANY($2::text[])"
+
+_SHOWS_RUNNING = ("SELECT 1 FROM escalations WHERE escalation_id = $1 AND status NOT IN "
+                  "('closed', 'failed', 'terminated')")
 
 
 async def append(conn: asyncpg.Connection, event: DomainEvent, *, run_id: str | None = None,
@@ -166,6 +178,16 @@ async def project(conn: asyncpg.Connection, escalation_id: str, events: Sequence
     await insert_intents(conn, intents)
     await apply_ledger(conn, ledger)
     return len(fresh)
+
+
+async def shows_running(conn: asyncpg.Connection, escalation_id: str) -> bool:
+    """Whether the read model has the escalation and shows it neither closed nor ended (no lock)."""
+    return await conn.fetchval(_SHOWS_RUNNING, escalation_id) is not None
+
+
+async def ticket_of(conn: asyncpg.Connection, escalation_id: str) -> str | None:
+    """The ticket of the escalation's read-model row, or None if there is no row."""
+    return await conn.fetchval("SELECT ticket_id FROM escalations WHERE escalation_id = $1", escalation_id)
 
 
 async def ended_without_closing(conn: asyncpg.Connection, escalation_id: str) -> tuple[str, int] | None:
@@ -303,6 +325,18 @@ async def earlier_escalations(conn: asyncpg.Connection, escalation_id: str, fing
         fingerprint, escalation_id, opened_at - window, opened_at,
     )
     return [r["escalation_id"] for r in rows]
+
+
+async def sizes(conn: asyncpg.Connection) -> tuple[int, int]:
+    """(rows of the read model, stored events)."""
+    rows = await conn.fetchval("SELECT count(*) FROM escalations")
+    events = await conn.fetchval("SELECT count(*) FROM escalation_events")
+    return rows, events
+
+
+async def latest_seq_of(conn: asyncpg.Connection, escalation_id: str, types: list[str]) -> int | None:
+    """The highest seq among the escalation's stored events of these types, or None."""
+    return await conn.fetchval(_LATEST_SEQ_OF, escalation_id, types)
 
 
 async def rebuild(conn: asyncpg.Connection, *, batch: int = 2000) -> int:

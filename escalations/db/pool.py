@@ -13,6 +13,8 @@ every use is bounded in time and whose infrastructure failures are typed:
   server costs the caller one timeout, not two;
 - ``min_size`` may be 0: then nothing connects before the first use, so a
   process starts while PostgreSQL is down and connects once it is back.
+
+``ping(pool, timeout)`` is the health probe: one ``SELECT 1`` round trip.
 """
 
 from __future__ import annotations
@@ -138,6 +140,11 @@ class BoundedPool(asyncpg.Pool):
 
     def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
         return _BoundedAcquire(self, timeout if timeout is not None else self.acquire_timeout)
+
+
+async def ping(pool: asyncpg.Pool, timeout: float | None = None) -> None:
+    """One round trip (``SELECT 1``): a connection from the pool and an answer within ``timeout`` seconds."""
+    await pool.fetchval("SELECT 1", timeout=timeout)
 
 
 async def create_pool(

@@ -26,15 +26,14 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.policy import PolicySource
 from escalations.api.server import ApiStartupError, serve
-from escalations.api.settings import ApiSettings
-from escalations.api.settings import ConfigError as ApiConfigError
 from escalations.connect import StackInfo, write_stack
 from escalations.db.migrate import migrate
 from escalations.devstack.postgres import (
@@ -55,10 +54,18 @@ from escalations.devstack.temporal import (
     TemporalServerError,
     port_is_free,
 )
+from escalations.policies import PolicySource
 from escalations.schedules import install_housekeeping, install_schedule
+from escalations.settings import (
+    ApiSettings,
+    ConfigError,
+    NotificationSettings,
+    WorkerSettings,
+    temporal_connect_config,
+)
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
-from worker import ConfigError, connect_client, run_worker
+from worker import run_worker
 
 log = logging.getLogger("escalations.dev")
 
@@ -69,7 +76,7 @@ class DevStackError(RuntimeError):
 
 # What a failed start or a give-up reports as a one-line error rather than a traceback.
 EXPECTED_ERRORS = (StackBusy, SupervisionError, TemporalServerError, EmbeddedPostgresError,
-                   ApiStartupError, ApiConfigError, ConfigError, OSError)
+                   ApiStartupError, ConfigError, OSError)
 
 
 @dataclass(frozen=True)
@@ -232,7 +239,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         db_file=data_dir / "temporal.db", log_file=data_dir / "temporal.log",
     )
 
-    async def start_servers() -> tuple[str, Client]:
+    async def start_servers() -> tuple[str, dict[str, Any], Client]:
         """Postgres (own, adopted or external), migrations, Temporal; a connected client."""
         postgres_port = await _clean_up_after_dead_stack(run_dir, data_dir)
         database_url = environ.get("DATABASE_URL")
@@ -253,23 +260,10 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         supervisors.append(server)
         server.start()
         await server.wait_ready()
-        env = _component_env(environ, database_url)
-        return database_url, await connect_client(env)
-
-    def _component_env(environ: Mapping[str, str], database_url: str) -> dict[str, str]:
-        return {
-            **environ,
-            "TEMPORAL_ADDRESS": temporal.address,
-            "TEMPORAL_NAMESPACE": "default",
-            "DATABASE_URL": database_url,
-            "ESCALATION_TASK_QUEUE": environ.get("ESCALATION_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
-            "ESCALATION_POLICY_FILE": str(source.default_file),
-            "ESCALATION_WEBHOOK_SECRET": kept["webhook_secret"],
-            "ESCALATION_API_TOKENS": environ.get("ESCALATION_API_TOKENS") or kept["api_token"],
-            "ESCALATION_UI_URL": temporal.ui_url or "",
-            "ESCALATION_API_HOST": options.host,
-            "ESCALATION_API_PORT": str(options.api_port),
-        }
+        temporal_config = {**temporal_connect_config(environ), "target_host": temporal.address,
+                           "namespace": "default"}
+        return database_url, temporal_config, await Client.connect(
+            **temporal_config, data_converter=pydantic_data_converter)
 
     try:
         # Ctrl-C while starting: stop starting, then stop what has started.
@@ -281,8 +275,18 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             starting.cancel()
             await asyncio.wait({starting})
             return
-        database_url, client = starting.result()
-        env = _component_env(environ, database_url)
+        database_url, temporal_config, client = starting.result()
+        # The parts' settings, built here (the user's environment supplies the rest: channels,
+        # tuning); never a fake environment to be parsed back.
+        task_queue = environ.get("ESCALATION_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+        worker_settings = WorkerSettings.from_env(
+            environ, database_url=database_url, task_queue=task_queue, policy_file=str(source.default_file))
+        notification_settings = NotificationSettings.from_env(
+            environ, webhook_secret=kept["webhook_secret"], ui_url=temporal.ui_url, namespace="default")
+        api_settings = ApiSettings.from_env(
+            environ, temporal=temporal_config, database_url=database_url, task_queue=task_queue,
+            policy_file=str(source.default_file), ui_url=temporal.ui_url, host=options.host,
+            port=options.api_port, tokens=environ.get("ESCALATION_API_TOKENS") or kept["api_token"])
         api_url = f"http://{options.host}:{options.api_port}"
         info = StackInfo(
             temporal_address=temporal.address,
@@ -291,19 +295,19 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             database_url=database_url,
             api_token=kept["api_token"],
             webhook_secret=kept["webhook_secret"],
-            task_queue=env["ESCALATION_TASK_QUEUE"],
+            task_queue=task_queue,
             policy_file=str(source.default_file),
             pid=os.getpid(),
         )
         if policy.criteria and policy.criteria.rules:
-            schedule = await install_schedule(client, task_queue=env["ESCALATION_TASK_QUEUE"], policy=policy)
+            schedule = await install_schedule(client, task_queue=task_queue, policy=policy)
             console.print(f"criteria sweep: schedule {schedule} every {format_duration(policy.criteria.sweep_every)}")
-        await install_housekeeping(client, task_queue=env["ESCALATION_TASK_QUEUE"])
+        await install_housekeeping(client, task_queue=task_queue)
         api_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(_watch(supervisors, stop, failures))
-            group.create_task(run_worker(env, stop))
-            group.create_task(serve(ApiSettings.from_env(env), stop, on_ready=lambda _url: api_ready.set()))
+            group.create_task(run_worker(worker_settings, notification_settings, temporal_config, stop))
+            group.create_task(serve(api_settings, stop, on_ready=lambda _url: api_ready.set()))
             ready = asyncio.create_task(api_ready.wait())
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -13,7 +13,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,11 +29,14 @@ from escalations import client as ec
 from escalations.api.app import create_app
 from escalations.api.problems import classify_fault
 from escalations.api.server import serve
-from escalations.api.settings import ApiSettings, ConfigError
+from escalations.settings import ApiSettings, ConfigError
 from escalations.db.pool import DatabaseTimeout, DatabaseUnavailable
 from escalations.devstack.postgres import free_port
-from tests.conftest import blog_request, policy_path, running_worker
-from tests.faults.conftest import OwnPostgres, OwnTemporal
+from tests.helpers.policies import policy_path
+from tests.helpers.polling import eventually
+from tests.helpers.processes import OwnPostgres, OwnTemporal
+from tests.helpers.requests import blog_request
+from tests.helpers.workers import running_worker
 
 TOKEN = "faults-token-7d2e"
 PROBLEM = "application/problem+json"
@@ -137,24 +140,13 @@ def assert_fault(response: httpx.Response, status: int, elapsed: float, bound: f
     return problem
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(0.2)
-
-
 async def healthy(api: Api) -> None:
     async def check() -> None:
         response, elapsed = await api.timed("GET", "/healthz")
         assert response.status_code == 200, response.text
         assert elapsed < HEALTH_BOUND
 
-    await eventually(check)
+    await eventually(check, interval=0.2)
 
 
 async def opened(api: Api) -> str:
@@ -168,7 +160,7 @@ async def opened(api: Api) -> str:
         got, _ = await api.timed("GET", f"/escalations/{ticket}")
         assert got.status_code == 200, got.text
 
-    await eventually(answers)
+    await eventually(answers, interval=0.2)
     return ticket
 
 
@@ -187,7 +179,7 @@ async def closed(api: Api) -> str:
         got, _ = await api.timed("GET", base)
         assert got.status_code == 200 and got.json()["status"] == "closed", got.text
 
-    await eventually(projected)
+    await eventually(projected, interval=0.2)
     return ticket
 
 
@@ -278,7 +270,7 @@ async def test_temporal_frozen_answers_504_within_the_bound_then_recovers(
             state, _ = await api.timed("GET", f"/escalations/{ticket}")
             assert state.status_code == 200 and state.json()["status"] == "acknowledged", state.text
 
-        await eventually(acknowledged)
+        await eventually(acknowledged, interval=0.2)
         await opened(api)
 
 
@@ -420,13 +412,13 @@ def test_the_bounds_come_from_the_environment():
     assert (settings.temporal_rpc_timeout, settings.command_timeout, settings.probe_timeout) == (1.5, 7.0, 0.5)
     assert (settings.db_acquire_timeout, settings.db_command_timeout) == (2.0, 4.0)
     assert (settings.health_timeout, settings.request_timeout, settings.retry_after) == (1.0, 20.0, 9)
-    defaults = ApiSettings()
+    defaults = ApiSettings.of()
     assert (defaults.temporal_rpc_timeout, defaults.command_timeout, defaults.db_acquire_timeout,
             defaults.db_command_timeout, defaults.health_timeout, defaults.retry_after) == (5.0, 10.0, 3.0, 5.0, 2.0, 5)
     with pytest.raises(ConfigError, match="ESCALATION_API_COMMAND_TIMEOUT"):
         ApiSettings.from_env({"ESCALATION_API_COMMAND_TIMEOUT": "soon"})
     with pytest.raises(ConfigError, match="ESCALATION_API_HEALTH_TIMEOUT"):
-        ApiSettings(tokens=("t",), database_url="postgresql://x/y", health_timeout=0).check()
+        ApiSettings.of(tokens=("t",), database_url="postgresql://x/y", health_timeout=0)
 
 
 # -- the mapping, one exception at a time -----------------------------------------------------------

@@ -46,9 +46,14 @@ from escalations.db.pool import create_pool
 from escalations.repair import released_path, replays
 from schemas import keys
 from schemas.escalation import EscalationState
-from tests.conftest import ROOT, blog_request, eventually, level_ack, running_worker, start_escalation, write_policy
-from tests.faults.conftest import OwnPostgres, OwnTemporal
-from tests.receivers import HttpRecorder, Reply
+from tests.helpers.escalations import start_escalation
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import level_ack, write_policy
+from tests.helpers.polling import eventually
+from tests.helpers.processes import OwnPostgres, OwnTemporal
+from tests.helpers.receivers import HttpRecorder, Reply
+from tests.helpers.requests import blog_request
+from tests.helpers.workers import running_worker
 from worker import build_replayer
 
 SECRET = "fault-suite-webhook-secret"
@@ -101,6 +106,22 @@ async def caught_up(pool: asyncpg.Pool, handle: WorkflowHandle, timeout: float =
         return state
 
     return await eventually(check, timeout=timeout, interval=0.2)
+
+
+async def acted_after(pool: asyncpg.Pool, handles: list[WorkflowHandle], since: datetime, *, deadlines: int = 1,
+                      timeout: float = 30.0) -> None:
+    """Wait until every run has acted on ``deadlines`` deadlines (distinct times) that came due
+    after ``since``: time went by on the server's clock and the runs kept up, no fixed wait."""
+
+    async def check() -> None:
+        for handle in handles:
+            state = await handle.query("state", result_type=EscalationState)
+            acted = await pool.fetchval(
+                "SELECT count(DISTINCT occurred_at) FROM escalation_events WHERE escalation_id = $1"
+                " AND type = ANY($2) AND occurred_at > $3", state.escalation_id, sorted(TIMER_DRIVEN), since)
+            assert acted >= deadlines, f"{handle.id}: {acted} of {deadlines} deadline(s) after {since} acted on"
+
+    await eventually(check, timeout=timeout, interval=0.2)
 
 
 async def verify(client: Client, pool: asyncpg.Pool, handles: list[WorkflowHandle], receiver: HttpRecorder,
@@ -232,7 +253,7 @@ async def test_postgres_killed_and_restarted(temporal, postgres, tmp_path):
     async with scene(temporal, postgres, tmp_path) as s, s.worker():
         handles = await s.open(6)
         postgres.kill()
-        await asyncio.sleep(8)
+        await asyncio.sleep(8)  # the outage (its length is the point): deadlines come due in it
         restarted = time.monotonic()
         postgres.restart()
         for handle in handles:
@@ -252,9 +273,10 @@ async def test_temporal_killed_and_restarted(temporal, postgres, tmp_path):
         handles = await s.open(4)
         temporal.kill()
         down = 4.0
-        await asyncio.sleep(down)
+        await asyncio.sleep(down)  # the outage (its length is the point)
         await temporal.start()
-        await asyncio.sleep(7)  # deadlines after the restart come due too
+        # Deadlines that come due after the restart are acted on too (two of them, as 7 s give).
+        await acted_after(s.pool, handles, datetime.now(UTC), deadlines=2)
         report = await verify(s.client, s.pool, handles, s.receiver)
     print(report.line(f"Temporal killed {down:g} s"))
     assert max(report.decided) < down + 5
@@ -283,7 +305,7 @@ async def test_worker_killed_mid_delivery_resends_within_seconds(temporal, postg
             os.killpg(process.pid, signal.SIGKILL)
             killed = datetime.now(UTC)
             process.wait(10)
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # the outage: no worker for 2 s; the new one must resend what was in flight
             process = spawn_worker(s, temporal, postgres, log)
             await s.receiver.wait_for(6, path="/tier2", timeout=30)
             resent = s.receiver.to("/tier2")[3:]
@@ -323,9 +345,9 @@ async def test_a_workflow_task_that_fails_three_times_decides_once(temporal, pos
     _FailThrice.left = 3
     async with scene(temporal, postgres, tmp_path) as s, s.worker(interceptors=[_FailThrice()]):
         handle = await start_escalation(s.client, blog_request(kind="hierarchical"), s.queue)
-        await caught_up(s.pool, handle, timeout=60)
+        opened = await caught_up(s.pool, handle, timeout=60)
         assert _FailThrice.left == 0
-        await asyncio.sleep(4)  # the first ack deadline, after the failures
+        await acted_after(s.pool, [handle], opened.opened_at)  # the first ack deadline, after the failures
         report = await verify(s.client, s.pool, [handle], s.receiver)
         history = await handle.fetch_history()
         failures = sum(1 for e in history.events if e.HasField("workflow_task_failed_event_attributes"))
@@ -347,7 +369,8 @@ async def test_a_run_stuck_after_an_outage_is_repaired_with_nothing_lost_or_doub
             handle = await start_escalation(s.client, blog_request(kind="hierarchical"), s.queue)
             opened = await caught_up(s.pool, handle)
             # Frozen across the ack deadline (3 s) and the cadence (4 s): the local activity that
-            # stores the first decision outlives its workflow task.
+            # stores the first decision outlives its workflow task. The freeze starts at a fixed
+            # point before those deadlines and lasts 6 s: the timing of the fault is the point.
             await asyncio.sleep(max(0.0, (opened.opened_at + timedelta(seconds=2.5) - datetime.now(UTC)).total_seconds()))
             postgres.freeze()
             await asyncio.sleep(6)
@@ -364,8 +387,11 @@ async def test_a_run_stuck_after_an_outage_is_repaired_with_nothing_lost_or_doub
         async with s.worker(patch_activation_callback=as_released):
             reason = await eventually(stuck, timeout=30)
         assert "Nondeterminism" in reason
+        # This run's pages only: the module's PostgreSQL also holds the earlier tests' runs.
         sent_before = {r["idempotency_key"] for r in await s.pool.fetch(
-            "SELECT idempotency_key FROM notifications WHERE status = 'sent'")}
+            "SELECT idempotency_key FROM notifications WHERE status = 'sent' AND escalation_id = $1",
+            opened.escalation_id)}
+        assert sent_before, "no page was sent before the repair"
         async with s.worker():
             # The documented command, as an operator runs it.
             env = {**os.environ, "TEMPORAL_ADDRESS": temporal.address, "DATABASE_URL": postgres.dsn}
@@ -381,7 +407,7 @@ async def test_a_run_stuck_after_an_outage_is_repaired_with_nothing_lost_or_doub
                 assert not released_path(await current.fetch_history())
 
             await eventually(on_the_current_path, timeout=30)
-            await asyncio.sleep(5)  # more deadlines, now on the current path
+            await acted_after(s.pool, [current], datetime.now(UTC))  # more deadlines, now on the current path
             report = await verify(s.client, s.pool, [current], s.receiver, tolerance=3.0)
     wire = {}
     for request in s.receiver.requests:

@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.tickets import upsert_tickets
+from escalations.db.tickets import upsert_tickets
 from escalations.db.migrate import migrate
 from escalations.db.pool import create_pool
 from schemas import keys
@@ -40,8 +40,11 @@ from schemas.escalation import (
 from schemas.ticket import SweepInput, Ticket
 from escalations.devstack.postgres import EmbeddedPostgres
 from escalations.devstack.temporal import temporal_binary
-from tests.conftest import blog_request, level_ack, running_worker, start_escalation, write_policy
-from tests.receivers import HttpRecorder, Reply
+from tests.helpers.escalations import start_escalation
+from tests.helpers.policies import level_ack, write_policy
+from tests.helpers.receivers import HttpRecorder, Reply
+from tests.helpers.requests import blog_request
+from tests.helpers.workers import running_worker
 
 HERE = Path(__file__).resolve().parent
 PREFIX = ""

@@ -1,17 +1,17 @@
-"""``escalations api``: the HTTP API alone, configured by the environment (production)."""
+"""``escalations api``: the HTTP API alone, configured by the environment (production;
+registered by ``starter.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
-    from escalations.api.settings import ApiSettings
+    from escalations.settings import ApiSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -25,11 +25,11 @@ def api(
     """Serve the HTTP API (uvicorn). Needs ESCALATION_API_TOKENS and DATABASE_URL; Temporal from
     the standard TEMPORAL_* variables."""
     from escalations.api.server import ApiStartupError
-    from escalations.api.settings import ApiSettings, ConfigError
+    from escalations.settings import ApiSettings, ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = ApiSettings.from_env(os.environ, host=host, port=port)
+        settings = ApiSettings.from_env(host=host, port=port)
         asyncio.run(_serve_until_signalled(settings))
     except (ConfigError, ApiStartupError) as exc:
         typer.echo(f"error: {exc}", err=True)

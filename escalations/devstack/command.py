@@ -1,0 +1,44 @@
+"""``escalations dev``: the whole stack on one machine (registered by ``starter.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from escalations.connect import DEFAULT_DATA_DIR
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dev")(dev)
+
+
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where the stack keeps its data")] = DEFAULT_DATA_DIR,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: ESCALATION_POLICY_FILE or the packaged default)")] = None,
+    temporal_port: Annotated[int, typer.Option(help="Temporal gRPC port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port")] = 8233,
+    api_port: Annotated[int, typer.Option(help="HTTP API port")] = 8000,
+) -> None:
+    """Run everything locally: Temporal dev server + UI, embedded Postgres, worker, API."""
+    from escalations.devstack.dev import (  # the whole stack: only when run
+        DevOptions,
+        DevStackError,
+        run_dev,
+    )
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = DevOptions(
+        data_dir=data_dir, policy_file=policy, temporal_port=temporal_port, ui_port=ui_port,
+        api_port=api_port,
+    )
+    try:
+        asyncio.run(run_dev(options, dict(os.environ)))
+    except DevStackError as exc:
+        # Everything the stack started is stopped by now; say why in one line.
+        typer.echo(f"error: escalations dev: {exc}", err=True)
+        raise typer.Exit(1) from None

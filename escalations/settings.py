@@ -1,0 +1,384 @@
+"""Every setting the processes read, in one place (pydantic-settings).
+
+Read once, at start-up, by whoever runs a process (worker, API, CLI, dev stack) and passed
+down; never at import. Each class reads the environment (and a ``.env`` file in the working
+directory), or a given mapping (``from_env``), or takes values directly (the dev stack and
+tests build them). Invalid values raise ``ConfigError`` naming the variable.
+The configuration table in docs/configuration.md is generated from these classes:
+``python -m escalations.settings``.
+
+Temporal's own connection settings (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
+``TEMPORAL_API_KEY``, TLS, profiles) are read by ``temporalio.envconfig`` exactly as the
+``temporal`` CLI reads them (``temporal_connect_config``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from temporalio.envconfig import ClientConfig
+
+from schemas.durations import parse_duration
+from schemas.keys import DEFAULT_TASK_QUEUE
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def env(*names: str, description: str) -> Any:
+    """A field read from these environment variables (the first one set wins)."""
+    return {"validation_alias": AliasChoices(*names), "description": description}
+
+
+class _MappingSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Names are case-sensitive (Settings.model_config); empty values count as unset.
+        return {name: value for name, value in self._environ.items() if value != ""}
+
+
+class Settings(BaseSettings):
+    """What every settings class shares: one error style, ``.env`` support, a given mapping."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
+                                      env_ignore_empty=True, populate_by_name=True, case_sensitive=True)
+    _environ: ClassVar[Mapping[str, str] | None] = None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        if cls._environ is not None:
+            return (init_settings, _MappingSource(settings_cls, cls._environ))
+        return (init_settings, env_settings, dotenv_settings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Read from ``environ`` (default: the process environment and ``.env``); ``overrides``
+        (field names) win. Raises ``ConfigError`` naming every invalid variable."""
+        # A subclass that reads ``environ`` instead of the process's (a class per call: start-up only).
+        reader = type(cls.__name__, (cls,), {"_environ": environ}) if environ is not None else cls
+        try:
+            return reader(**{key: value for key, value in overrides.items() if value is not None})
+        except ValidationError as err:
+            raise ConfigError(describe(cls, err)) from None
+        except SettingsError as err:
+            raise ConfigError(str(err)) from None
+
+    @classmethod
+    def of(cls, **values: Any) -> Self:
+        """Built from these values only (no environment, no ``.env``): for the dev stack and tests."""
+        return cls.from_env({}, **values)
+
+    def with_overrides(self, **overrides: Any) -> Self:
+        """A copy with these fields changed (and nothing read again)."""
+        values = self.model_dump()
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return type(self).of(**values)
+
+
+def variable_of(cls: type[BaseSettings], field: str) -> str:
+    alias = cls.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field
+
+
+def describe(cls: type[BaseSettings], err: ValidationError) -> str:
+    problems = []
+    for error in err.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = variable_of(cls, field) if field in cls.model_fields else field
+        problems.append(f"{name}: {error['msg']}" + (f" (got {error['input']!r})"
+                                                     if isinstance(error.get("input"), str | int) else ""))
+    return "; ".join(problems)
+
+
+def temporal_connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``Client.connect`` keyword arguments from the standard ``TEMPORAL_*`` variables and profiles."""
+    config = dict(ClientConfig.load_client_connect_config(
+        override_env_vars=dict(environ) if environ is not None else None))
+    config.setdefault("target_host", "localhost:7233")
+    return config
+
+
+def _seconds(value: Any) -> Any:
+    """``10``, ``2.5`` or a duration: ``10s``, ``2m``, ``PT1M``."""
+    if isinstance(value, str) and value.strip() and not value.strip().replace(".", "", 1).isdigit():
+        parsed = parse_duration(value.strip())
+        if not isinstance(parsed, timedelta):
+            raise ValueError("use seconds or a duration such as 10s or 2m")
+        return parsed.total_seconds()
+    return value
+
+
+Positive = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+
+# -- the worker ---------------------------------------------------------------------
+
+
+class WorkerSettings(Settings):
+    """``escalations worker``."""
+
+    database_url: str = Field(..., **env("DATABASE_URL", description="PostgreSQL (the dev stack sets it)"))
+    task_queue: str = Field(DEFAULT_TASK_QUEUE, **env("ESCALATION_TASK_QUEUE", description="Temporal task queue"))
+    policy_file: str | None = Field(None, **env(
+        "ESCALATION_POLICY_FILE", description="the default policy (YAML); packaged default when unset"))
+    max_cached_workflows: Positive = Field(10_000, **env(
+        "ESCALATION_MAX_CACHED_WORKFLOWS", description="runs kept in memory (bounds the worker's memory)"))
+    # Few workflow tasks at a time: activations share one GIL, so 200 in flight made every one
+    # slow without adding throughput (docs/benchmarks.md). Activities are I/O and get more room.
+    max_concurrent_workflow_tasks: Positive = Field(5, **env(
+        "ESCALATION_MAX_CONCURRENT_WORKFLOW_TASKS", description="workflow tasks at once"))
+    max_concurrent_activities: Positive = Field(50, **env(
+        "ESCALATION_MAX_CONCURRENT_ACTIVITIES", description="activities at once"))
+    max_concurrent_local_activities: Positive = Field(20, **env(
+        "ESCALATION_MAX_CONCURRENT_LOCAL_ACTIVITIES",
+        description="local activities at once (runs of the released commit path)"))
+    sticky_queue_timeout_seconds: Seconds = Field(3.0, **env(
+        "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS",
+        description="a task for a dead worker's cached run moves to another after this"))
+    pool_size: Positive = Field(20, **env("ESCALATION_DB_POOL_SIZE", description="PostgreSQL connections"))
+    # False: the workflow modules are passed through the sandbox instead of being re-imported
+    # for every run (about 0.4 MB per cached run and 10 ms of CPU per new run otherwise).
+    strict_sandbox: bool = Field(False, **env(
+        "ESCALATION_STRICT_SANDBOX",
+        description="re-import workflow modules for every run (the sandbox's full checks, as the tests run)"))
+
+    @property
+    def sticky_queue_timeout(self) -> timedelta:
+        return timedelta(seconds=self.sticky_queue_timeout_seconds)
+
+
+# -- notifications ------------------------------------------------------------------
+
+_CHAT_ENV = {"slack": "ESCALATION_SLACK_WEBHOOK_URL", "teams": "ESCALATION_TEAMS_WEBHOOK_URL"}
+
+
+def normalise_target(target: str) -> str:
+    """``#eng-oncall`` -> ``ENG_ONCALL`` (the suffix of a per-target environment variable)."""
+    return re.sub(r"[^A-Z0-9]+", "_", target.upper()).strip("_")
+
+
+def _per_target(environ: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {normalise_target(name[len(prefix) + 1:]): value.strip() for name, value in environ.items()
+            if name.startswith(prefix + "_") and len(name) > len(prefix) + 1 and value.strip()}
+
+
+class NotificationSettings(Settings):
+    """Channel endpoints and credentials (worker). Secrets are ``SecretStr``; ``redact`` removes
+    them from any text about to be logged or stored."""
+
+    request_timeout: Seconds = Field(10.0, **env(
+        "ESCALATION_NOTIFY_TIMEOUT", description="seconds one request to a channel may take"))
+    lease_seconds: Seconds = Field(120.0, **env(
+        "ESCALATION_NOTIFY_LEASE", description="ledger claim of a delivery (runs of the released commit path)"))
+    max_parallel: Positive = Field(8, **env("ESCALATION_NOTIFY_PARALLEL", description="sends at once per batch"))
+    max_retry_delay: Seconds = Field(300.0, **env(
+        "ESCALATION_NOTIFY_MAX_RETRY_DELAY", description="the longest Retry-After honoured (seconds)"))
+    ui_url: str = Field("http://localhost:8233", **env(
+        "ESCALATION_UI_URL", description="Temporal UI, for links in messages"))
+    namespace: str = Field("default", **env("TEMPORAL_NAMESPACE", description="Temporal namespace, for links"))
+    webhook_secret: SecretStr | None = Field(None, **env(
+        "ESCALATION_WEBHOOK_SECRET", description="HMAC key of webhook signatures"))
+    slack_webhook_url: SecretStr | None = Field(None, **env(
+        "ESCALATION_SLACK_WEBHOOK_URL", description="Slack incoming webhook; `…_<TARGET>` per target"))
+    slack_webhook_urls: dict[str, SecretStr] = Field(default_factory=dict)
+    teams_webhook_url: SecretStr | None = Field(None, **env(
+        "ESCALATION_TEAMS_WEBHOOK_URL", description="Teams workflow webhook; `…_<TARGET>` per target"))
+    teams_webhook_urls: dict[str, SecretStr] = Field(default_factory=dict)
+    smtp_host: str | None = Field(None, **env("ESCALATION_SMTP_HOST", description="e-mail: SMTP server"))
+    smtp_port: int = Field(587, ge=1, le=65535, **env("ESCALATION_SMTP_PORT", description="e-mail: SMTP port"))
+    smtp_starttls: bool | None = Field(None, **env(
+        "ESCALATION_SMTP_STARTTLS", description="e-mail: STARTTLS (default on unless ESCALATION_SMTP_TLS)"))
+    smtp_tls: bool = Field(False, **env("ESCALATION_SMTP_TLS", description="e-mail: implicit TLS (port 465)"))
+    smtp_username: str | None = Field(None, **env("ESCALATION_SMTP_USERNAME", description="e-mail: login"))
+    smtp_password: SecretStr | None = Field(None, **env("ESCALATION_SMTP_PASSWORD", description="e-mail: password"))
+    smtp_from: str | None = Field(None, **env("ESCALATION_SMTP_FROM", description="e-mail: sender address"))
+    smtp_ca_file: str | None = Field(None, **env(
+        "ESCALATION_SMTP_CA_FILE", description="e-mail: CA bundle for the server's certificate"))
+    jira_base_url: str | None = Field(None, **env("ESCALATION_JIRA_BASE_URL", description="Jira Cloud site"))
+    jira_email: str | None = Field(None, **env("ESCALATION_JIRA_EMAIL", description="Jira: account e-mail"))
+    jira_api_token: SecretStr | None = Field(None, **env("ESCALATION_JIRA_API_TOKEN", description="Jira: API token"))
+    jira_issue_type: str = Field("Task", **env("ESCALATION_JIRA_ISSUE_TYPE", description="Jira: issue type"))
+    jira_project: str | None = Field(None, **env(
+        "ESCALATION_JIRA_PROJECT", description="Jira: project key when a contact names none"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        source = os.environ if environ is None else environ
+        for channel, prefix in _CHAT_ENV.items():
+            overrides.setdefault(f"{channel}_webhook_urls", _per_target(source, prefix))
+        return super().from_env(environ, **overrides)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.lease_seconds < 3 * self.request_timeout:
+            raise ValueError(
+                f"ESCALATION_NOTIFY_LEASE ({self.lease_seconds:g}s) must be at least three times "
+                f"ESCALATION_NOTIFY_TIMEOUT ({self.request_timeout:g}s): a claim must outlive its send")
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("ESCALATION_SMTP_TLS (implicit TLS, port 465) and ESCALATION_SMTP_STARTTLS exclude "
+                             "each other; set ESCALATION_SMTP_STARTTLS=false")
+        return self
+
+    @property
+    def starttls(self) -> bool:
+        """STARTTLS unless switched off, or implicit TLS is on."""
+        return (not self.smtp_tls) if self.smtp_starttls is None else self.smtp_starttls
+
+    # -- lookups ----------------------------------------------------------------
+
+    def chat_webhook_env_names(self, channel: str, target: str | None) -> list[str]:
+        prefix = _CHAT_ENV[channel]
+        suffix = normalise_target(target) if target else ""
+        return [f"{prefix}_{suffix}", prefix] if suffix else [prefix]
+
+    def chat_webhook_url(self, channel: str, target: str | None) -> SecretStr | None:
+        specific = self.slack_webhook_urls if channel == "slack" else self.teams_webhook_urls
+        default = self.slack_webhook_url if channel == "slack" else self.teams_webhook_url
+        suffix = normalise_target(target) if target else ""
+        return specific.get(suffix) if suffix and suffix in specific else default
+
+    def workflow_url(self, workflow_id: str | None) -> str | None:
+        from escalations.links import workflow_url
+
+        return workflow_url(self.ui_url, self.namespace, workflow_id) if workflow_id else None
+
+    def secrets(self) -> list[str]:
+        found = [self.webhook_secret, self.slack_webhook_url, self.teams_webhook_url, self.smtp_password,
+                 self.jira_api_token, *self.slack_webhook_urls.values(), *self.teams_webhook_urls.values()]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+
+    def redact(self, text: str) -> str:
+        """``text`` without any configured secret (nor the path of a secret webhook URL)."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(secret, "[redacted]")
+            path = re.sub(r"^[a-z][a-z0-9+.-]*://[^/]*", "", secret)
+            if len(path) >= 8 and path != secret:
+                text = text.replace(path, "[redacted]")
+        return text
+
+
+# -- the HTTP API ---------------------------------------------------------------------
+
+
+class ApiSettings(Settings):
+    """``escalations api``. ``create_app`` refuses to run with an unsafe set (``check``).
+
+    ``temporal`` holds the keyword arguments of ``Client.connect`` as
+    ``temporalio.envconfig`` reads them from the ``TEMPORAL_*`` variables and profiles.
+    Time bounds: during an outage every route answers 503/504 within them.
+    """
+
+    tokens: Annotated[tuple[str, ...], NoDecode] = Field((), **env("ESCALATION_API_TOKENS", description="bearer tokens, comma-separated"))
+    task_queue: str = Field(DEFAULT_TASK_QUEUE, **env("ESCALATION_TASK_QUEUE", description="Temporal task queue"))
+    database_url: str | None = Field(None, **env("DATABASE_URL", description="PostgreSQL"))
+    policy_file: str | None = Field(None, **env("ESCALATION_POLICY_FILE", description="the default policy (YAML)"))
+    temporal: dict[str, Any] = Field(default_factory=lambda: {"target_host": "localhost:7233"})
+    host: str = Field("127.0.0.1", **env("ESCALATION_API_HOST", description="listen address"))
+    port: int = Field(8000, ge=0, le=65535, **env("ESCALATION_API_PORT", description="listen port (0: any free)"))
+    max_body_bytes: Positive = Field(1024 * 1024, **env("ESCALATION_API_MAX_BODY_BYTES", description="413 above"))
+    ui_url: str | None = Field(None, **env("ESCALATION_UI_URL", description="Temporal UI, for links"))
+    temporal_rpc_timeout: Seconds = Field(5.0, **env(
+        "ESCALATION_API_TEMPORAL_TIMEOUT", description="a Temporal call (start, describe, list); 504 after it"))
+    command_timeout: Seconds = Field(10.0, **env(
+        "ESCALATION_API_COMMAND_TIMEOUT", description="a query or update, which a worker must answer"))
+    probe_timeout: Seconds = Field(2.0, **env(
+        "ESCALATION_API_PROBE_TIMEOUT", description="telling 'no worker' from 'Temporal stuck' after a timeout"))
+    postmortem_wait: Seconds = Field(10.0, **env(
+        "ESCALATION_API_POSTMORTEM_WAIT", description="POST /postmortem waits this long for the close"))
+    db_acquire_timeout: Seconds = Field(3.0, **env(
+        "ESCALATION_API_DB_ACQUIRE_TIMEOUT", description="waiting for a PostgreSQL connection"))
+    db_command_timeout: Seconds = Field(5.0, **env(
+        "ESCALATION_API_DB_COMMAND_TIMEOUT", description="one PostgreSQL statement"))
+    health_timeout: Seconds = Field(2.0, **env("ESCALATION_API_HEALTH_TIMEOUT", description="/healthz in total"))
+    request_timeout: Seconds = Field(30.0, **env(
+        "ESCALATION_API_REQUEST_TIMEOUT", description="last-resort bound on any request"))
+    retry_after: Positive = Field(5, **env("ESCALATION_API_RETRY_AFTER", description="Retry-After of a 503 (s)"))
+    idempotency_ttl_seconds: Seconds = Field(24 * 3600.0, **env(
+        "ESCALATION_API_IDEMPOTENCY_TTL", description="how long Idempotency-Key replays are kept (s)"))
+    pool_size: Positive = Field(10, **env("ESCALATION_API_DB_POOL_SIZE", description="PostgreSQL connections"))
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(token.strip() for token in value.split(",") if token.strip())
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        overrides.setdefault("temporal", temporal_connect_config(environ))
+        return super().from_env(environ, **overrides)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.temporal.get("namespace") or "default")
+
+    @property
+    def idempotency_ttl(self) -> timedelta:
+        return timedelta(seconds=self.idempotency_ttl_seconds)
+
+    def check(self) -> None:
+        """Refuse to serve without tokens (never open by accident) or without a database."""
+        if not self.tokens:
+            raise ConfigError("ESCALATION_API_TOKENS is empty: the API refuses to start without bearer tokens "
+                              "(set one or more, comma-separated)")
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (the dev stack sets it for you: `escalations dev`)")
+
+
+ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings)
+
+
+def configuration_table() -> str:
+    """The Markdown table of every variable (docs/configuration.md is generated from it)."""
+    rows: dict[str, tuple[str, str, list[str]]] = {}
+    for cls in ALL_SETTINGS:
+        for name, field in cls.model_fields.items():
+            if field.description is None:
+                continue
+            variable = variable_of(cls, name)
+            default = "required" if field.is_required() else (
+                "—" if field.default in (None, (), {}) else f"`{field.default}`")
+            if variable in rows:
+                rows[variable][2].append(cls.__name__.removesuffix("Settings").lower())
+                continue
+            rows[variable] = (default, field.description, [cls.__name__.removesuffix("Settings").lower()])
+    lines = ["| variable | default | what | read by |", "|---|---|---|---|"]
+    for variable, (default, description, readers) in sorted(rows.items()):
+        lines.append(f"| `{variable}` | {default} | {description} | {', '.join(readers)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(configuration_table())

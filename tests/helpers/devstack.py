@@ -1,0 +1,89 @@
+"""``escalations dev`` as a subprocess: start it, wait for its stack.json, stop it, find what it left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import httpx
+
+from escalations.devstack.postgres import fallback_cluster_dir, free_port
+from tests.helpers.paths import ROOT
+from tests.helpers.polling import eventually
+
+T = TypeVar("T")
+
+DOWN: tuple[type[BaseException], ...] = (AssertionError, httpx.HTTPError, OSError, asyncpg.PostgresError)
+"""What a check against a server that is (re)starting raises: "not yet"."""
+
+
+def start_dev(data_dir: Path, ports: dict[str, int], log: Path,
+              environ: dict[str, str] | None = None) -> subprocess.Popen:
+    """``escalations dev`` as a subprocess, in a clean environment plus ``environ``."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
+    env.update(environ or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "starter", "dev", "--data-dir", str(data_dir),
+         "--policy", str(ROOT / "escalations" / "policies" / "demo.yaml"),
+         "--temporal-port", str(ports["temporal"]), "--ui-port", str(ports["ui"]), "--api-port", str(ports["api"])],
+        cwd=data_dir.parent, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for_stack(data_dir: Path, process: subprocess.Popen, log: Path, timeout: float = 90) -> dict:
+    """The stack.json in ``data_dir``, polled until ``timeout`` while ``process`` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"escalations dev exited early:\n{log.read_text()[-3000:]}"
+        stack = data_dir / "stack.json"
+        if stack.exists():
+            return json.loads(stack.read_text())
+        time.sleep(0.2)
+    raise AssertionError(f"no stack.json after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(60)
+
+
+def children_alive(data_dir: Path) -> list[str]:
+    # Run as root with tmp_path out of the Postgres user's reach, the cluster is the fallback one.
+    places = (str(data_dir), str(fallback_cluster_dir(data_dir)))
+    result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return [line for line in result.stdout.splitlines()
+            if any(place in line for place in places) and ("temporal" in line or "postgres" in line)]
+
+
+def free_ports() -> dict[str, int]:
+    return {"temporal": free_port(), "ui": free_port(), "api": free_port()}
+
+
+def wait_for_own_stack(data_dir: Path, process: subprocess.Popen, log: Path, timeout: float = 60) -> dict:
+    """The stack.json written by ``process`` (a stale one of a killed stack does not count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"escalations dev exited early:\n{log.read_text()[-3000:]}"
+        try:
+            stack = json.loads((data_dir / "stack.json").read_text())
+        except (FileNotFoundError, ValueError):
+            stack = None
+        if stack and stack.get("pid") == process.pid:
+            return stack
+        time.sleep(0.2)
+    raise AssertionError(f"no stack.json from pid {process.pid} after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+async def within(check: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns, a server's connection errors meaning "not yet";
+    fail at the deadline saying ``what``."""
+    return await eventually(check, timeout=timeout, interval=0.2, retry_on=DOWN, what=what)
