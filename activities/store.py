@@ -14,18 +14,28 @@ their events from inside the deciding workflow task.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from escalations.db import eventstore
-from schemas.activities import EventBatch, ProjectionBatch, ProjectionResult, RepeatInfo, RepeatQuery
+from schemas.activities import (
+    EventBatch,
+    ProjectionBatch,
+    ProjectionResult,
+    RepeatInfo,
+    RepeatQuery,
+)
 
 # A frozen PostgreSQL must fail an attempt quickly, so the next one (after Temporal's back-off)
 # finds it as soon as it is back.
-ACQUIRE_TIMEOUT = 5.0
+ACQUIRE_TIMEOUT = 2.0
 STEP_TIMEOUT = 15.0
+# While PostgreSQL does not answer, one attempt at a time finds out (a probe); the others fail at
+# once instead of each holding an activity slot for the acquire timeout, which pages share.
+PROBE_AGAIN_AFTER = 1.0
 
 
 def _conflict(err: eventstore.EventConflict) -> ApplicationError:
@@ -35,10 +45,30 @@ def _conflict(err: eventstore.EventConflict) -> ApplicationError:
 class StoreActivities:
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
+        self._down = False  # the last attempt found PostgreSQL not answering
+        self._probe_after = 0.0
+        self._probing = False
 
     @activity.defn(name="project_events")
     async def project_events(self, batch: ProjectionBatch) -> ProjectionResult:
         """Store one projection step of one escalation: events, ledger rows, delivery results."""
+        if self._down and (self._probing or time.monotonic() < self._probe_after):
+            raise ApplicationError("PostgreSQL is not answering; the projection step will be retried",
+                                   type="DatabaseUnavailable")
+        probe = self._down
+        self._probing = self._probing or probe
+        try:
+            result = await self._project(batch)
+        except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            self._down, self._probe_after = True, time.monotonic() + PROBE_AGAIN_AFTER
+            raise
+        finally:
+            if probe:
+                self._probing = False
+        self._down = False
+        return result
+
+    async def _project(self, batch: ProjectionBatch) -> ProjectionResult:
         result = ProjectionResult()
         try:
             async with asyncio.timeout(STEP_TIMEOUT):

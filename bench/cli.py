@@ -13,7 +13,7 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (about 10 minutes instead of 30)")] = False,
     scenario: Annotated[list[str] | None, typer.Option(
         "--scenario", help="Run only these (repeatable): start, lifecycle, lateness, crash, peer, memory, "
-                           "history, lag")] = None,
+                           "history, lag, outage")] = None,
     results_dir: Annotated[Path | None, typer.Option(
         help="Write the JSON results here [default: bench/results]")] = None,
     label: Annotated[str, typer.Option(help="Label of this run in the results ('current' feeds the report)")] = "current",
