@@ -363,6 +363,7 @@ class EscalationState(BaseModel):
     consulted: list[Consulted] = Field(default_factory=list)
     notifications_sent: int = 0
     notifications_failed: int = 0
+    last_notification_error: str | None = None
     trigger: Trigger
     policy: PolicyRef
     opened_at: AwareDatetime

@@ -26,8 +26,10 @@ CATEGORY = SearchAttributeKey.for_keyword("EscalationCategory")
 KIND = SearchAttributeKey.for_keyword("EscalationKind")
 BREACHED = SearchAttributeKey.for_bool("SlaBreached")
 NEXT_DEADLINE = SearchAttributeKey.for_datetime("NextDeadline")
+# The current owner's name ("my escalations"); set by runs of the history-first commit path.
+OWNER = SearchAttributeKey.for_keyword("EscalationOwner")
 
-SEARCH_ATTRIBUTES = (PRIORITY, LEVEL, STATUS, CUSTOMER, CATEGORY, KIND, BREACHED, NEXT_DEADLINE)
+SEARCH_ATTRIBUTES = (PRIORITY, LEVEL, STATUS, CUSTOMER, CATEGORY, KIND, BREACHED, NEXT_DEADLINE, OWNER)
 
 # Activity names, so workflow modules need not import activity code (asyncpg, httpx).
 LOAD_POLICY = "load_policy"

@@ -106,3 +106,22 @@ async def test_validators_reject_commands_the_state_forbids(client, task_queue, 
             assert "is resolved" in str(rejected.value.cause)
         await projected(pg_pool, handle)
         assert await events_of(pg_pool, resolved.escalation_id) == before
+
+
+async def test_the_owner_is_searchable_and_details_show_the_whole_path(client, task_queue, start_worker):
+    async with start_worker("fast"):
+        handle = await start_escalation(client, blog_request(kind="hierarchical"), task_queue)
+
+        async def climbed() -> EscalationState:
+            state = await current_state(handle)
+            assert len(state.path) >= 2
+            return state
+
+        state = await eventually(climbed, timeout=20)
+        description = await handle.describe()
+        assert description.search_attributes["EscalationOwner"] == [state.owner]
+        metadata = await handle.query("__temporal_workflow_metadata")
+        details = metadata.current_details
+        assert "**Path**" in details
+        for move in state.path[:2]:
+            assert f"{move.from_level} → {move.to_level} (auto)" in details and move.reason in details

@@ -104,3 +104,21 @@ async def test_no_page_after_acknowledge(client, task_queue, start_worker, pg_po
                 "SELECT count(*) FROM escalation_events WHERE escalation_id = $1 AND type = 'ack_reminder'"
                 " AND occurred_at > $2", acked.escalation_id, acked.updated_at)
             assert reminders_after_ack == 0
+
+
+async def test_a_page_refused_for_good_is_counted_and_shown_to_operators(client, task_queue, start_worker, tmp_path):
+    async with HttpRecorder() as receiver:
+        receiver.script("/tier2", Reply(404))
+        policy = write_policy(tmp_path, levels=webhook_levels(receiver.url, tier2="60s"))
+        async with start_worker(policy, environ=SECRET):
+            handle = await start_escalation(client, blog_request(kind="hierarchical"), task_queue)
+
+            async def failed() -> EscalationState:
+                state = await current_state(handle)
+                assert state.notifications_failed == 1
+                return state
+
+            state = await eventually(failed, timeout=15)
+            assert "webhook to tier2 hook" in state.last_notification_error and "404" in state.last_notification_error
+            metadata = await handle.query("__temporal_workflow_metadata")
+            assert "**Failed notifications** 1 · last: webhook to tier2 hook" in metadata.current_details

@@ -703,12 +703,12 @@ class EscalationWorkflow:
 
     def _publish(self, last: tr.Change | None = None) -> None:
         """Keep search attributes (only those that changed) and current details up to date."""
-        wanted = operator_view.search_attributes(self._state)
+        wanted = operator_view.search_attributes(self._state, owner=self._history_first)
         updates = operator_view.changed_attributes(wanted, self._published)
         if updates:
             workflow.upsert_search_attributes(updates)
             self._published.update(wanted)
-        details = operator_view.details(self._state, summary_for(self._request), last)
+        details = operator_view.details(self._state, summary_for(self._request), last, full=self._history_first)
         if self._projection_error:
             details += f"\n\n**Projection to PostgreSQL failing** {self._projection_error}"
         workflow.set_current_details(details)

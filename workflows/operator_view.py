@@ -15,8 +15,9 @@ from schemas.escalation import summary_for
 from workflows.transitions import Change, RunState, upcoming
 
 
-def search_attributes(state: RunState) -> dict[str, Any]:
-    """The contract's search attributes for ``state`` (None: unset)."""
+def search_attributes(state: RunState, *, owner: bool = True) -> dict[str, Any]:
+    """The contract's search attributes for ``state`` (None: unset); ``owner`` False for runs of
+    the released commit path, which never set ``EscalationOwner`` (their replay must not change)."""
     view = state.view
     pending = [d for d in (view.deadlines.ack_due, view.deadlines.resolve_due if not view.sla_breached else None,
                            view.deadlines.next_customer_update_due) if d is not None]
@@ -29,6 +30,7 @@ def search_attributes(state: RunState) -> dict[str, Any]:
         keys.KIND.name: view.kind,
         keys.BREACHED.name: view.sla_breached,
         keys.NEXT_DEADLINE.name: min(pending) if pending else None,
+        **({keys.OWNER.name: view.owner} if owner else {}),
     }
 
 
@@ -42,8 +44,10 @@ def changed_attributes(wanted: dict[str, Any], published: dict[str, Any]) -> lis
     ]
 
 
-def details(state: RunState, summary: str, last: Change | None) -> str:
-    """Current details (Markdown): status, level, owner, next deadline, SLA, last transition."""
+def details(state: RunState, summary: str, last: Change | None, *, full: bool = True) -> str:
+    """Current details (Markdown): status, level, owner, next deadline, SLA, the path (every move:
+    from → to, auto or by whom, when, why; ``full`` False: the last only, as released runs
+    show it) and failed notifications (count and last error)."""
     view = state.view
     nxt_due = upcoming(state) if view.status not in ("resolved", "closed") else []
     nxt = f"{nxt_due[0].label} at {nxt_due[0].at:%Y-%m-%d %H:%M:%S} UTC" if nxt_due else "none"
@@ -57,10 +61,17 @@ def details(state: RunState, summary: str, last: Change | None) -> str:
         f"**SLA** {'BREACHED' if view.sla_breached else ('at risk' if view.sla_at_risk else 'on track')}"
         + (f" · resolve by {view.deadlines.resolve_due:%Y-%m-%d %H:%M:%S} UTC" if view.deadlines.resolve_due else ""),
     ]
-    if view.path:
+    if view.path and not full:
         move = view.path[-1]
         lines.append(f"**Last transition** {move.from_level} → {move.to_level} "
                      f"({'auto' if move.auto else 'by ' + (move.by or '?')}) at {move.at:%H:%M:%S} UTC: {move.reason}")
+    elif view.path:
+        moves = [f"{n}. {m.from_level or '—'} → {m.to_level} ({'auto' if m.auto else 'by ' + (m.by or '?')}) "
+                 f"at {m.at:%Y-%m-%d %H:%M:%S} UTC: {m.reason}" for n, m in enumerate(view.path, start=1)]
+        lines.append("**Path**\n\n" + "\n".join(moves))
+    if full and view.notifications_failed:
+        lines.append(f"**Failed notifications** {view.notifications_failed}"
+                     + (f" · last: {view.last_notification_error}" if view.last_notification_error else ""))
     if last is not None:
         lines.append(f"**Last event** `{last.type}` #{view.last_seq}")
     if view.postmortem:

@@ -631,6 +631,8 @@ def deliveries_reported(state: RunState, *, sent: int, failures: list[dict[str, 
     changes: list[Change] = []
     if failures:
         view.notifications_failed += len(failures)
+        last = failures[-1]
+        view.last_notification_error = f"{last.get('channel')} to {last.get('recipient')}: {last.get('error')}"[:300]
         changes.append(Change("notification_failed", {"failures": failures}))
     if jira_key and jira_key != view.jira_key:
         view.jira_key = jira_key
