@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -147,7 +146,7 @@ async def test_every_kpi_query_reads_the_view_and_runs(database_url: str) -> Non
                 if sources[uid]["type"] != "grafana-postgresql-datasource":
                     continue
                 sql = target["rawSql"]
-                relations = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", sql, re.I))
+                relations = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", sql, re.IGNORECASE))
                 assert relations == {KPI_VIEW}, f"{title} reads {relations}"
                 named = {word for word in re.findall(r"\b\w+\b", sql) if word in columns}
                 assert named, f"{title} names no column of {KPI_VIEW}"

@@ -34,12 +34,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from escalations.api.server import ApiStartupError, serve
 from escalations.connect import StackInfo, write_stack
 from escalations.db.migrate import migrate
+from escalations.devstack import secrets
 from escalations.devstack.postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
     free_port,
 )
-from escalations.devstack import secrets
 from escalations.devstack.processes import (
     Child,
     RunDir,

@@ -230,7 +230,7 @@ class EmbeddedPostgres:
         return {**os.environ, "PGPASSWORD": self.password or "", "PGCONNECT_TIMEOUT": "5"}
 
     def _run(self, tool: str, *args: str, timeout: float = 60,
-             input: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: A002
+             input: str | None = None) -> subprocess.CompletedProcess[str]:
         command = [str(self.install / "bin" / tool), *args]
         try:
             return subprocess.run(
