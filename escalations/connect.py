@@ -51,13 +51,31 @@ def read_stack(data_dir: Path) -> StackInfo | None:
     return StackInfo.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
-def write_stack(data_dir: Path, info: StackInfo) -> Path:
-    path = stack_file(data_dir)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    partial.chmod(0o600)
-    partial.replace(path)
+def write_private(path: Path, text: str) -> Path:
+    """Replace ``path`` with ``text``, readable by its owner only from the first byte.
+
+    The new content goes to a fresh file created with mode 600 (``O_EXCL``: never one someone
+    else prepared) and is renamed over ``path``, so no reader sees a partial file and no
+    other user ever sees it at all (a chmod after writing leaves a window).
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_stack(data_dir: Path, info: StackInfo) -> Path:
+    return write_private(stack_file(data_dir), info.model_dump_json(indent=2) + "\n")
 
 
 class Connection(BaseModel):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from temporalio.client import Client
@@ -19,6 +23,27 @@ from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
 
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "webhook_secret"}
+
+
+async def assert_private(data_dir: Path, stack: dict, log: Path) -> None:
+    """Nothing secret on the terminal; files only their owner reads; PostgreSQL wants the password."""
+    kept = json.loads((data_dir / "secrets.json").read_text())
+    output = await eventually(lambda: _printed_summary(log), timeout=10)
+    for secret in (stack["api_token"], stack["webhook_secret"], stack["database_url"], kept["postgres_password"]):
+        assert secret not in output
+    assert str(data_dir / "stack.json") in output
+    for name in ("stack.json", "secrets.json", "temporal.db", "temporal.log"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(data_dir.stat().st_mode) in (0o700, 0o710)  # 710: the Postgres user's group, as root
+    url = urlsplit(stack["database_url"])
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncpg.connect(f"postgresql://postgres@{url.hostname}:{url.port}/postgres", timeout=10)
+
+
+async def _printed_summary(log: Path) -> str:
+    output = log.read_text()
+    assert "escalations dev stack is ready" in output and "Ctrl-C" in output
+    return output
 
 
 @pytest.fixture
@@ -35,6 +60,7 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
     try:
         stack = wait_for_stack(data_dir, dev, log)
         assert STACK_KEYS <= set(stack)
+        await assert_private(data_dir, stack, log)
         assert stack["temporal_address"].endswith(f":{ports['temporal']}")
         assert stack["ui_url"].endswith(f":{ports['ui']}") and stack["api_url"].endswith(f":{ports['api']}")
         async with httpx.AsyncClient() as http:

@@ -404,3 +404,18 @@ async def test_cli_kpis_csat_and_rebuild(pg_pool, database_url, tmp_path):
         env={"DATABASE_URL": None},
     )
     assert nowhere.exit_code == 1 and nowhere.stderr.startswith("error: no database")
+
+
+def test_kpis_chart_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
+    """matplotlib is the ``charts`` extra: without it ``--chart`` fails before any query."""
+    import sys
+
+    from starter import app
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    chart = tmp_path / "kpis.png"
+    result = CliRunner().invoke(app, ["kpis", "--chart", str(chart), "--data-dir", str(tmp_path)],
+                                env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert result.exit_code == 1
+    assert "pip install 'escalations[charts]'" in result.stderr
+    assert not chart.exists()

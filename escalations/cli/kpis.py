@@ -120,6 +120,12 @@ def kpis(
         problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         fail(problems)
 
+    if chart is not None:
+        try:
+            import matplotlib  # noqa: F401 - the `charts` extra; checked before any query
+        except ImportError:
+            fail("--chart needs matplotlib, which is not installed: pip install 'escalations[charts]'")
+
     async def work(conn):  # type: ignore[no-untyped-def]
         report = await compute_kpis(conn, filters)
         times = await resolution_times(conn, filters) if chart else []

@@ -18,10 +18,8 @@ stopped.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import secrets
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from escalations.api.server import ApiStartupError, serve
 from escalations.connect import StackInfo, write_stack
 from escalations.db.migrate import migrate
+from escalations.devstack import secrets
 from escalations.devstack.postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
@@ -91,13 +90,7 @@ class DevOptions:
 
 def stack_secrets(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """API token and webhook secret: from the environment, else generated once and kept."""
-    path = data_dir / "secrets.json"
-    kept: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    if "api_token" not in kept or "webhook_secret" not in kept:
-        kept.setdefault("api_token", secrets.token_urlsafe(24))
-        kept.setdefault("webhook_secret", secrets.token_hex(32))
-        path.write_text(json.dumps(kept))
-        path.chmod(0o600)
+    kept = secrets.keep(data_dir, "api_token", "webhook_secret")
     tokens = [t for t in environ.get("ESCALATION_API_TOKENS", "").split(",") if t.strip()]
     return {
         "api_token": tokens[0].strip() if tokens else kept["api_token"],
@@ -105,13 +98,20 @@ def stack_secrets(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def _summary(info: StackInfo) -> Table:
+# Printed when ready; the rest of stack.json (token, secrets, database URL with its password)
+# stays in the file: a terminal is shared, scrolled back, screen-shared and logged.
+PUBLIC_FIELDS = ("temporal_address", "namespace", "ui_url", "api_url", "task_queue", "policy_file")
+
+
+def _summary(info: StackInfo, path: Path) -> Table:
     table = Table(title="escalations dev stack is ready", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in info.model_dump().items():
+    for key in PUBLIC_FIELDS:
+        value = getattr(info, key)
         if value is not None:
             table.add_row(key, str(value))
+    table.add_row("stack.json", f"{path} (mode 600: API token, webhook secret, database URL)")
     return table
 
 
@@ -200,7 +200,10 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
     """Run the stack until Ctrl-C/SIGTERM; DevStackError (one line) when it cannot start or
     has to give up. Whatever happens, everything it started is stopped on the way out."""
     data_dir = options.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # Private: it holds the secrets, Temporal's SQLite file (customer names and titles) and
+    # the PostgreSQL cluster (which, run as root, opens it to its own group only).
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
     run_dir = RunDir(data_dir)
     try:
         run_dir.lock()
@@ -314,9 +317,9 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             ready.cancel()
             stopping.cancel()
             if api_ready.is_set() and not stop.is_set():
-                write_stack(data_dir, info)
-                console.print(_summary(info))
-                console.print(f"policy {policy.name} v{policy.version} · stack.json: {data_dir / 'stack.json'}")
+                path = write_stack(data_dir, info)
+                console.print(_summary(info, path))
+                console.print(f"policy {policy.name} v{policy.version} · stack.json: {path}")
                 console.print("Ctrl-C stops everything.")
             await stop.wait()
         if failures:

