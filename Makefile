@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,otel]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -31,7 +31,7 @@ demo: install
 
 ## Benchmarks (not part of `make test`); writes bench/results/*.json.
 bench: install
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,otel,bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
