@@ -47,7 +47,9 @@ class ContextFilter(logging.Filter):
             found.update(workflow_id=workflow.get("workflow_id"), run_id=workflow.get("run_id"))
         task = getattr(record, "temporal_activity", None)
         if not isinstance(task, dict) and activity.in_activity():
-            task = activity.info()._logger_details  # the same fields the activity logger adds
+            info = activity.info()  # the fields the activity logger adds, for any other logger
+            task = {"workflow_id": info.workflow_id, "workflow_run_id": info.workflow_run_id,
+                    "activity_type": info.activity_type}
         if isinstance(task, dict):
             found.update(workflow_id=task.get("workflow_id"), run_id=task.get("workflow_run_id"),
                          activity=task.get("activity_type"))
@@ -78,11 +80,17 @@ def json_formatter() -> logging.Formatter:
 _STANDARD_ATTRS = tuple(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) + ("message", "asctime")
 
 
-def configure_logging(settings: TelemetrySettings, stream: IO[str] | None = None) -> logging.Handler:
-    """Replace the root logger's handlers with one writing ``settings``' format at its level."""
+def log_handler(settings: TelemetrySettings, stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing ``settings``' format to ``stream`` (stderr), the ids filled in."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(json_formatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    return handler
+
+
+def configure_logging(settings: TelemetrySettings, stream: IO[str] | None = None) -> logging.Handler:
+    """Replace the root logger's handlers with one writing ``settings``' format at its level."""
+    handler = log_handler(settings, stream)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
