@@ -140,3 +140,15 @@ def test_json_lines_flatten_temporal_context():
 
 def _sample(name: str, **labels: str) -> float:
     return metrics.API_REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_tracing_stays_off_without_an_endpoint_or_without_the_extra(monkeypatch, caplog):
+    from escalations.observability.tracing import Tracing
+
+    assert Tracing.from_settings(TelemetrySettings.of(), "escalations-test") is None
+    # The `otel` extra missing: a None entry makes its import fail, as if not installed.
+    monkeypatch.setitem(__import__("sys").modules, "opentelemetry.instrumentation.asyncpg", None)
+    with caplog.at_level(logging.WARNING, logger="escalations.tracing"):
+        off = Tracing.from_settings(TelemetrySettings.of(otel_endpoint="http://collector:4317"), "escalations-test")
+    assert off is None
+    assert "pip install 'escalations[otel]'" in caplog.text
