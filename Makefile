@@ -23,8 +23,8 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	@echo "== installing what the tests need: the dev, test and charts extras"
-	$(PIP) -e '.[dev,test,charts]'
+	@echo "== installing what the tests need: the dev, test, charts and otel extras"
+	$(PIP) -e '.[dev,test,charts,otel]'
 	rm -f $(VENV)/.installed-*
 	touch $@ $(RUN_STAMP)
 
@@ -45,7 +45,7 @@ demo: install
 
 ## Benchmarks (not part of `make test`); writes bench/results/*.json.
 bench: install-test
-	$(PIP) -e '.[dev,test,bench]'
+	$(PIP) -e '.[dev,test,charts,otel,bench]'
 	$(BIN)/python -m bench $(ARGS)
 
 ## Refresh the image's hash-pinned lock files from pyproject.toml (runtime dependencies only).

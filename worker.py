@@ -1,8 +1,13 @@
 """The escalation worker: builds the pool and clients once, registers everything, runs.
 
 Configuration (``escalations/settings.py``) is read at start-up only, by ``main``: the
-standard ``TEMPORAL_*`` variables and profiles, ``WorkerSettings`` and the channels'
-``NotificationSettings``. The dev stack builds the same settings and calls ``run_worker``.
+standard ``TEMPORAL_*`` variables and profiles, ``WorkerSettings``, the channels'
+``NotificationSettings`` and ``TelemetrySettings`` (logs, traces). The dev stack builds the
+same settings and calls ``run_worker``.
+
+Beside polling, the worker serves ``/metrics`` (the Temporal SDK's metrics and its own),
+``/livez`` and ``/readyz`` on ``ESCALATION_METRICS_PORT``, and on SIGTERM stops polling at
+once but lets running activities finish for ``ESCALATION_SHUTDOWN_GRACE`` seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import signal
 import zoneinfo
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -30,10 +36,16 @@ from activities.policy import PolicyActivities
 from activities.reconcile import ReconcileActivities
 from activities.store import StoreActivities
 from activities.tickets import TicketActivities
-from escalations.db.pool import create_pool
+from escalations.db.pool import create_pool, ping
+from escalations.observability.endpoint import ProbeEndpoint, probe
+from escalations.observability.logs import configure_logging
+from escalations.observability.metrics import WORKER_REGISTRY, exposition
+from escalations.observability.sdk import SdkMetrics
+from escalations.observability.tracing import Tracing
 from escalations.policies import PolicySource
 from escalations.settings import (
     NotificationSettings,
+    TelemetrySettings,
     WorkerSettings,
     temporal_connect_config,
 )
@@ -113,7 +125,8 @@ def build_replayer(strict_sandbox: bool = True) -> Replayer:
 
 def worker_options(settings: WorkerSettings, workflow_modules: tuple[str, ...]) -> dict[str, Any]:
     """The tuning keyword arguments of ``Worker`` (shared with the benchmark's baseline worker)."""
-    restrictions = SandboxRestrictions.default
+    # OpenTelemetry's context is the host's (Temporal's tracing interceptor runs in the sandbox).
+    restrictions = SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
     if not settings.strict_sandbox:
         restrictions = restrictions.with_passthrough_modules(*workflow_modules)
     return {
@@ -126,11 +139,41 @@ def worker_options(settings: WorkerSettings, workflow_modules: tuple[str, ...]) 
     }
 
 
+class WorkerProbes:
+    """What the worker's ``/metrics`` and ``/readyz`` answer."""
+
+    def __init__(self, client: Client, pool: asyncpg.Pool, sdk: SdkMetrics, timeout: float) -> None:
+        self.client, self.pool, self.sdk, self.timeout = client, pool, sdk, timeout
+        self.worker: Worker | None = None
+        self.stopping = False
+
+    async def metrics(self) -> str:
+        return exposition(WORKER_REGISTRY) + await self.sdk.text()
+
+    async def readiness(self) -> dict[str, str]:
+        """Temporal and PostgreSQL each answer within the timeout, and the worker polls."""
+        seconds = self.timeout
+        temporal, postgres = await asyncio.gather(
+            probe("temporal", lambda: self.client.service_client.check_health(timeout=timedelta(seconds=seconds)),
+                  seconds),
+            probe("postgres", lambda: ping(self.pool, timeout=seconds), seconds),
+        )
+        worker = self.worker
+        polling = worker is not None and worker.is_running and not worker.is_shutdown and not self.stopping
+        return {"temporal": temporal, "postgres": postgres,
+                "worker": "polling" if polling else ("stopping" if self.stopping else "not polling")}
+
+
 async def run_worker(settings: WorkerSettings, notification_settings: NotificationSettings,
-                     temporal: Mapping[str, Any], stop: asyncio.Event | None = None) -> None:
+                     temporal: Mapping[str, Any], stop: asyncio.Event | None = None, *,
+                     tracing: Tracing | None = None, on_listening: Callable[[str], None] | None = None) -> None:
     """Run until ``stop`` is set (or, without one, SIGINT/SIGTERM), then shut down cleanly.
 
-    ``temporal``: ``Client.connect`` keyword arguments (``temporal_connect_config``)."""
+    ``temporal``: ``Client.connect`` keyword arguments (``temporal_connect_config``).
+    ``on_listening`` gets the URL of the metrics and health endpoint once it listens.
+    Shutting down, polling stops at once and running activities get ``settings.shutdown_grace``
+    seconds to finish before they are cancelled; the endpoint answers until the end
+    (``/readyz`` 503 from the start of the shutdown)."""
     # Calendar maths must give the same answers on every worker and on replay: use the
     # pinned `tzdata` package's zone database, never whatever the host happens to have.
     zoneinfo.reset_tzpath(to=())
@@ -141,7 +184,9 @@ async def run_worker(settings: WorkerSettings, notification_settings: Notificati
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    client = await Client.connect(**temporal, data_converter=pydantic_data_converter)
+    sdk = SdkMetrics()
+    client = await Client.connect(**temporal, data_converter=pydantic_data_converter, runtime=sdk.runtime,
+                                  interceptors=tracing.interceptors() if tracing else [])
     async with AsyncExitStack() as stack:
         # Bounded: a frozen PostgreSQL costs an activity attempt seconds, never a hang (the
         # projection retries; deliveries do not wait for it).
@@ -150,18 +195,36 @@ async def run_worker(settings: WorkerSettings, notification_settings: Notificati
                                  connect_timeout=DB_ACQUIRE_TIMEOUT)
         stack.push_async_callback(pool.close)
         http = await stack.enter_async_context(httpx.AsyncClient())
+        if tracing is not None:
+            tracing.instrument_http(http)
+        probes = WorkerProbes(client, pool, sdk, settings.health_timeout)
+        endpoint = await stack.enter_async_context(ProbeEndpoint(
+            settings.metrics_host, settings.metrics_port, metrics=probes.metrics, readiness=probes.readiness))
+        log.info("worker metrics and health on %s (/metrics, /livez, /readyz)", endpoint.url)
+        if on_listening is not None:
+            on_listening(endpoint.url)
         worker = build_worker(client, pool, http, policies=source, notification_settings=notification_settings,
-                              settings=settings)
+                              settings=settings, graceful_shutdown_timeout=settings.graceful_shutdown_timeout)
+        probes.worker = worker
         async with worker:
             log.info("worker polling task queue %s (policy %s)", settings.task_queue, source.default_file)
             await stop.wait()
+            probes.stopping = True
+            log.info("worker stopping: no new tasks; running activities get %gs to finish", settings.shutdown_grace)
     log.info("worker stopped")
 
 
 def main() -> None:
     """``escalations worker`` / ``python -m worker``: configured by the environment."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(WorkerSettings.from_env(), NotificationSettings.from_env(), temporal_connect_config()))
+    telemetry = TelemetrySettings.from_env()
+    configure_logging(telemetry)
+    tracing = Tracing.from_settings(telemetry, "escalations-worker")
+    try:
+        asyncio.run(run_worker(WorkerSettings.from_env(), NotificationSettings.from_env(), temporal_connect_config(),
+                               tracing=tracing))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from activities.channels.webhook import WebhookSender
 from activities.templates import Rendered, render
 from escalations.db import jira as jira_issues
 from escalations.db import ledger
+from escalations.observability.metrics import NOTIFICATIONS
 from escalations.settings import NotificationSettings
 from schemas.notifications import (
     DeliveryBatch,
@@ -122,10 +123,13 @@ class NotificationActivities:
             try:
                 prepared.append(_Prepared(intent, self._render(_with_handoff(intent, batch.handoff))))
             except ValueError as exc:
+                NOTIFICATIONS.labels(channel=intent.channel, outcome="failed").inc()
                 outcome.failed.append(DeliveryFailure(
                     key=intent.key, recipient=intent.recipient, channel=intent.channel,
                     error=f"cannot render {intent.template}: {exc}"[:500], permanent=True))
+        channels = {p.intent.key: p.intent.channel for p in prepared}
         for key in await self._ledger_sent([p.intent.key for p in prepared]):
+            NOTIFICATIONS.labels(channel=channels[key], outcome="already_sent").inc()
             sent = Sent(key=key, at=datetime.now(UTC))
             done[key] = sent
             progress.sent.append(sent)
@@ -178,6 +182,12 @@ class NotificationActivities:
             return []
 
     async def _send_once(self, item: _Prepared) -> _SentWithJira | DeliveryFailure | ToRetry:
+        result = await self._send_unmeasured(item)
+        outcome = "sent" if isinstance(result, Sent) else "failed" if isinstance(result, DeliveryFailure) else "retry"
+        NOTIFICATIONS.labels(channel=item.intent.channel, outcome=outcome).inc()
+        return result
+
+    async def _send_unmeasured(self, item: _Prepared) -> _SentWithJira | DeliveryFailure | ToRetry:
         intent = item.intent
         sender = self._senders[intent.channel]
         try:
@@ -212,6 +222,7 @@ class NotificationActivities:
             for index, item in enumerate(destination):
                 async with limit:
                     result = await self._deliver(item)
+                NOTIFICATIONS.labels(channel=item.intent.channel, outcome=result.kind).inc()
                 results[item.intent.key] = result
                 if result.kind == "retry":
                     for later in destination[index + 1 :]:

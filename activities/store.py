@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from escalations.db import eventstore
+from escalations.observability.metrics import PROJECTION_LAG
 from schemas.activities import (
     EventBatch,
+    Outbox,
     ProjectionBatch,
     ProjectionResult,
     RepeatInfo,
@@ -42,6 +45,14 @@ def _conflict(err: eventstore.EventConflict) -> ApplicationError:
     return ApplicationError(str(err), type="EventConflict", non_retryable=True)
 
 
+def _decided(batch: Outbox) -> list[datetime]:
+    """When each thing in the step was decided: a timer's event was decided at ``decided_at``
+    (its ``occurred_at`` is the deadline), anything else when it occurred."""
+    moments = [datetime.fromisoformat(e.payload["decided_at"]) if isinstance(e.payload.get("decided_at"), str)
+               else e.occurred_at for e in batch.events]
+    return moments + [update.at for update in batch.ledger]
+
+
 class StoreActivities:
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
@@ -52,6 +63,7 @@ class StoreActivities:
     @activity.defn(name="project_events")
     async def project_events(self, batch: ProjectionBatch) -> ProjectionResult:
         """Store one projection step of one escalation: events, ledger rows, delivery results."""
+        PROJECTION_LAG.attempt(batch.escalation_id, _decided(batch))
         if self._down and (self._probing or time.monotonic() < self._probe_after):
             raise ApplicationError("PostgreSQL is not answering; the projection step will be retried",
                                    type="DatabaseUnavailable")
@@ -66,6 +78,7 @@ class StoreActivities:
             if probe:
                 self._probing = False
         self._down = False
+        PROJECTION_LAG.written(batch.escalation_id)
         return result
 
     async def _project(self, batch: ProjectionBatch) -> ProjectionResult:

@@ -165,6 +165,7 @@ class Run:
             "TEMPORAL_NAMESPACE": "default",
             "DATABASE_URL": self.database_url,
             "ESCALATION_TASK_QUEUE": task_queue,
+            "ESCALATION_METRICS_PORT": "0",  # several workers on one host: each its own metrics port
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("TEMPORAL_PROFILE", None)

@@ -34,6 +34,8 @@ class StackInfo(BaseModel):
     task_queue: str = DEFAULT_TASK_QUEUE
     policy_file: str | None = None
     pid: int | None = None
+    metrics_urls: dict[str, str] | None = None
+    """Prometheus scrape targets: ``{"api": …/metrics, "worker": …/metrics}``."""
 
 
 class StackNotFound(RuntimeError):

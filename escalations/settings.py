@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -140,6 +140,31 @@ def _seconds(value: Any) -> Any:
 
 Positive = Annotated[int, Field(ge=1)]
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+SecondsOrZero = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+# -- every process: logs and traces ------------------------------------------------------
+
+
+class TelemetrySettings(Settings):
+    """Logs and traces, read by every process (worker, API, dev stack). The OpenTelemetry
+    exporter reads the other standard ``OTEL_*`` variables itself (headers, protocol,
+    service name, sampler)."""
+
+    read_by: ClassVar[str] = "every process"
+
+    log_format: Literal["text", "json"] = Field("text", **env(
+        "ESCALATION_LOG_FORMAT", description="`text` (one line for people) or `json` (one object per line, "
+                                             "with workflow, run, activity, ticket and request ids)"))
+    log_level: Annotated[str, BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v)] = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        **env("ESCALATION_LOG_LEVEL", description="DEBUG, INFO, WARNING, ERROR or CRITICAL"))
+    otel_endpoint: str | None = Field(None, **env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="OpenTelemetry collector: traces on when set and the `otel` extra is installed"))
+    otel_protocol: Literal["grpc", "http/protobuf"] = Field("grpc", **env(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", description="OTLP protocol of the traces"))
 
 
 # -- the worker ---------------------------------------------------------------------
@@ -172,6 +197,22 @@ class WorkerSettings(Settings):
     strict_sandbox: bool = Field(False, **env(
         "ESCALATION_STRICT_SANDBOX",
         description="re-import workflow modules for every run (the sandbox's full checks, as the tests run)"))
+    metrics_host: str = Field("127.0.0.1", **env(
+        "ESCALATION_METRICS_HOST", description="listen address of the worker's /metrics, /livez and /readyz"))
+    metrics_port: Port = Field(9464, **env(
+        "ESCALATION_METRICS_PORT", description="listen port of the worker's /metrics, /livez and /readyz (0: any free)"))
+    health_timeout: Seconds = Field(2.0, **env(
+        "ESCALATION_WORKER_HEALTH_TIMEOUT", description="the worker's /readyz in total"))
+    # A deploy sends SIGTERM: the worker stops polling at once and lets running activities
+    # (a page being sent, a projection step) finish for this long before cancelling them.
+    shutdown_grace: SecondsOrZero = Field(25.0, **env(
+        "ESCALATION_SHUTDOWN_GRACE",
+        description="on SIGTERM, running activities get this long to finish (keep it below the "
+                    "orchestrator's kill timeout)"))
+
+    @property
+    def graceful_shutdown_timeout(self) -> timedelta:
+        return timedelta(seconds=self.shutdown_grace)
 
     @property
     def sticky_queue_timeout(self) -> timedelta:
@@ -320,7 +361,8 @@ class ApiSettings(Settings):
         "ESCALATION_API_DB_ACQUIRE_TIMEOUT", description="waiting for a PostgreSQL connection"))
     db_command_timeout: Seconds = Field(5.0, **env(
         "ESCALATION_API_DB_COMMAND_TIMEOUT", description="one PostgreSQL statement"))
-    health_timeout: Seconds = Field(2.0, **env("ESCALATION_API_HEALTH_TIMEOUT", description="/healthz in total"))
+    health_timeout: Seconds = Field(2.0, **env(
+        "ESCALATION_API_HEALTH_TIMEOUT", description="/readyz (and its alias /healthz) in total"))
     request_timeout: Seconds = Field(30.0, **env(
         "ESCALATION_API_REQUEST_TIMEOUT", description="last-resort bound on any request"))
     retry_after: Positive = Field(5, **env("ESCALATION_API_RETRY_AFTER", description="Retry-After of a 503 (s)"))
@@ -357,7 +399,11 @@ class ApiSettings(Settings):
             raise ConfigError("DATABASE_URL is not set (the dev stack sets it for you: `escalations dev`)")
 
 
-ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings)
+ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings, TelemetrySettings)
+
+
+def _reader(cls: type[Settings]) -> str:
+    return str(getattr(cls, "read_by", None) or cls.__name__.removesuffix("Settings").lower())
 
 
 def configuration_table() -> str:
@@ -371,9 +417,9 @@ def configuration_table() -> str:
             default = "required" if field.is_required() else (
                 "—" if field.default in (None, (), {}) else f"`{field.default}`")
             if variable in rows:
-                rows[variable][2].append(cls.__name__.removesuffix("Settings").lower())
+                rows[variable][2].append(_reader(cls))
                 continue
-            rows[variable] = (default, field.description, [cls.__name__.removesuffix("Settings").lower()])
+            rows[variable] = (default, field.description, [_reader(cls)])
     lines = ["| variable | default | what | read by |", "|---|---|---|---|"]
     for variable, (default, description, readers) in sorted(rows.items()):
         lines.append(f"| `{variable}` | {default} | {description} | {', '.join(readers)} |")

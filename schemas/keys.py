@@ -54,3 +54,12 @@ def search_attribute_flags() -> list[str]:
     """``Name=Type`` pairs as the ``temporal`` CLI takes them."""
     kinds = {"KEYWORD": "Keyword", "BOOL": "Bool", "DATETIME": "Datetime"}
     return [f"{key.name}={kinds[key.indexed_value_type.name]}" for key in SEARCH_ATTRIBUTES]
+
+# Metrics the workflow records through ``workflow.metric_meter()`` (replay-safe: nothing is
+# recorded while history replays); the SDK's Prometheus exporter serves them with its own.
+LATENESS_METRIC = "escalation_deadline_lateness_seconds"
+EVENTS_METRIC = "escalation_events_total"
+# The clock label of a deadline kind (workflows/clocks.py ``ClockKind``): the breach is the
+# resolution clock's deadline.
+LATENESS_CLOCKS = {"ack": "ack", "breach": "resolve", "at_risk": "at_risk", "cadence": "cadence", "hold": "hold",
+                   "auto_resume": "auto_resume", "handover": "handover"}

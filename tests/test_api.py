@@ -24,7 +24,8 @@ from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
 
 PROBLEM = "application/problem+json"
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PROBES = {"/healthz", "/livez", "/readyz", "/metrics"}
+PUBLIC = {*PROBES, "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
 class Api:
@@ -373,7 +374,8 @@ async def test_every_route_but_health_and_docs_needs_the_token(api):
                     response = await anonymous.request(method, _fill(path), json={}, headers=headers)
                     assert_problem(response, 401)
                     assert response.headers["www-authenticate"].startswith("Bearer")
-        assert (await anonymous.get("/healthz")).status_code == 200
+        for probe in sorted(PROBES):
+            assert (await anonymous.get(probe)).status_code == 200, probe
         assert (await anonymous.get("/openapi.json")).status_code == 200
         assert (await anonymous.get("/docs")).status_code == 200
 
@@ -402,12 +404,16 @@ async def test_bodies_over_the_limit_are_413(client, database_url, task_queue):
 
 
 async def test_health_reports_each_dependency(api):
-    ok = await api.get("/healthz", headers={"Authorization": ""})
-    assert ok.status_code == 200
-    assert ok.json() == {"status": "ok", "temporal": "ok", "postgres": "ok"}
+    for ready in ("/readyz", "/healthz"):
+        ok = await api.get(ready, headers={"Authorization": ""})
+        assert ok.status_code == 200
+        assert ok.json() == {"status": "ok", "temporal": "ok", "postgres": "ok"}
     await api.app.state.pool.close()
-    down = assert_problem(await api.get("/healthz"), 503, detail="postgres")
-    assert down["temporal"] == "ok" and down["postgres"].startswith("unavailable")
+    for ready in ("/readyz", "/healthz"):
+        down = assert_problem(await api.get(ready), 503, detail="postgres")
+        assert down["temporal"] == "ok" and down["postgres"].startswith("unavailable")
+    alive = await api.get("/livez")  # the process is fine: an orchestrator must not restart it
+    assert alive.status_code == 200 and alive.json() == {"status": "ok"}
 
 
 async def test_unexpected_errors_are_500_problems_without_a_traceback(api, caplog):
@@ -461,7 +467,7 @@ async def test_openapi_documents_models_problems_and_auth(api):
         assert PROBLEM in start["responses"][code]["content"], code
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
-            if path == "/healthz":
+            if path in PROBES:
                 assert "security" not in operation
                 continue
             assert operation.get("security") == [{"bearer": []}], (method, path)

@@ -24,8 +24,8 @@ from tests.helpers.paths import ROOT
 COMPOSE = ROOT / "docker-compose.yml"
 # Contract additions built in parallel (DESIGN.md, second round): registered by the compose
 # job already; schemas/keys.py and the settings gain them with their features.
-CONTRACT_SEARCH_ATTRIBUTES = {"EscalationOwner=Keyword"}
-CONTRACT_VARIABLES = {"ESCALATION_METRICS_HOST", "ESCALATION_METRICS_PORT"}
+CONTRACT_SEARCH_ATTRIBUTES: set[str] = set()
+CONTRACT_VARIABLES: set[str] = set()
 APP_SERVICES = {"migrate": "migrate", "worker": "worker", "api": "api"}
 # Variables whose value would be a secret if written into the compose file.
 SECRET_NAME = re.compile(r"PASSWORD|PWD|SECRET|TOKEN|API_KEY|ENCRYPTION_KEYS|ACTION_KEY")
@@ -313,3 +313,10 @@ def test_the_entrypoint_turns_secret_files_into_variables(tmp_path: Path) -> Non
     missing = subprocess.run(["sh", script, "true"], env={**env, "ESCALATION_WEBHOOK_SECRET_FILE": "/nope"},
                              capture_output=True, text=True, timeout=10, check=False)
     assert missing.returncode == 1 and "ESCALATION_WEBHOOK_SECRET_FILE" in missing.stderr
+
+
+def test_the_worker_is_given_longer_than_its_shutdown_grace_to_stop(services: dict) -> None:
+    from escalations.settings import WorkerSettings
+
+    grace = services["worker"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > WorkerSettings.model_fields["shutdown_grace"].default

@@ -27,6 +27,8 @@ def spawn_worker(
         "DATABASE_URL": database_url,
         "ESCALATION_TASK_QUEUE": task_queue,
         "ESCALATION_POLICY_FILE": str(policy),
+        "ESCALATION_METRICS_PORT": "0",  # not the default port: other workers may run on this host
+        "ESCALATION_SHUTDOWN_GRACE": "5",  # the clean-up SIGTERM waits 20 s at most
     }
     return subprocess.Popen(
         [sys.executable, "-m", "worker"], cwd=ROOT, env=env,

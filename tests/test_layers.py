@@ -29,24 +29,27 @@ ALLOWED: dict[str, set[str]] = {
     "escalations.policies": {"schemas"},
     "escalations.db": {"schemas"},
     "workflows": {"schemas"},
+    # Logs, metrics, health endpoints and traces: used by every process and by the activities.
+    "escalations.observability": {"schemas", "escalations.settings"},
     "activities": {"schemas", "escalations.db", "escalations.settings", "escalations.policies", "escalations.links",
-                   "escalations.client"},
+                   "escalations.client", "escalations.observability"},
     "escalations.client": {"schemas", "escalations.policies", "escalations.links", "escalations.settings"},
     "escalations.connect": {"schemas", "escalations.settings"},
     "escalations.schedules": {"schemas"},
     "escalations.repair": {"schemas", "escalations.db"},
-    "worker": {"schemas", "workflows", "activities", "escalations.db", "escalations.settings", "escalations.policies"},
+    "worker": {"schemas", "workflows", "activities", "escalations.db", "escalations.settings", "escalations.policies",
+               "escalations.observability"},
     "escalations.api": {"schemas", "escalations.client", "escalations.settings", "escalations.db",
-                        "escalations.policies", "escalations.links"},
+                        "escalations.policies", "escalations.links", "escalations.observability"},
     # The CLI explains a policy (who is paged when) with the workflow's own pure decisions.
     "escalations.cli": {"schemas", "escalations.client", "escalations.settings", "escalations.db",
                         "escalations.policies", "escalations.links", "escalations.connect", "escalations.schedules",
                         "escalations.repair", "worker", "workflows"},
     "escalations.devstack": {"schemas", "escalations.client", "escalations.settings", "escalations.db",
                              "escalations.policies", "escalations.connect", "escalations.schedules",
-                             "escalations.api", "worker"},
+                             "escalations.api", "worker", "escalations.observability"},
     "starter": {"escalations.exiting", "escalations.client", "escalations.cli", "escalations.api", "escalations.devstack",
-                "escalations.settings", "escalations.connect", "worker"},
+                "escalations.settings", "escalations.connect", "worker", "escalations.observability"},
 }
 # Single modules another part may use beyond its allowed parts, and why.
 EXCEPTIONS: dict[tuple[str, str], str] = {

@@ -309,6 +309,7 @@ class EscalationWorkflow:
         due = tr.due_by(self._state, deadline)
         if not due:
             return
+        self._measure_lateness({kind: deadline for kind in due})
         decision = tr.deadlines(self._state, deadline, due)
         if decision.changes:
             await self._commit(decision, deadline, decided_at=workflow.now())
@@ -318,6 +319,7 @@ class EscalationWorkflow:
             self._changed = True
 
     async def _fire_due_released(self, now: datetime) -> None:
+        self._measure_lateness({d.kind: d.at for d in tr.upcoming(self._state) if d.at <= now})
         decision = tr.deadlines(self._state, now, tr.due_by(self._state, now))
         if decision.changes:
             await self._commit(decision, now)
@@ -526,6 +528,7 @@ class EscalationWorkflow:
         else:
             self._outbox.events.extend(assembled.events)
             self._outbox.intents.extend(assembled.intents)
+        self._count_events(assembled.events)
         self._run = state
         self._changed = True
         self._publish(last=changes[-1])
@@ -603,6 +606,7 @@ class EscalationWorkflow:
                                     impact=self._request.impact.model_dump(mode="json"))
         self._outbox.events.extend(assembled.events)
         self._outbox.intents.extend(assembled.intents)
+        self._count_events(assembled.events)
         self._run = decision.state
         self._publish(last=decision.changes[-1])
 
@@ -698,6 +702,25 @@ class EscalationWorkflow:
         if batch.ledger:
             parts.append(f"{len(batch.ledger)} delivery result(s)")
         return ", ".join(parts) or "project"
+
+    # -- metrics ------------------------------------------------------------
+    # Through the SDK's meter, which records nothing while history replays: each decision is
+    # counted once, when it is made, and no command changes (old histories replay as before).
+
+    def _measure_lateness(self, deadlines: dict[str, datetime]) -> None:
+        """How long after each due deadline the decision runs (the events' ``decided_at`` minus
+        ``occurred_at``)."""
+        histogram = workflow.metric_meter().create_histogram_float(
+            keys.LATENESS_METRIC, "How late a timer-driven decision ran after its deadline", "s")
+        now = workflow.now()
+        for kind, at in deadlines.items():
+            histogram.record(max(0.0, (now - at).total_seconds()), {"clock": keys.LATENESS_CLOCKS.get(kind, kind)})
+
+    @staticmethod
+    def _count_events(recorded: list[Any]) -> None:
+        counter = workflow.metric_meter().create_counter(keys.EVENTS_METRIC, "Domain events recorded, by type")
+        for event in recorded:
+            counter.add(1, {"type": event.type})
 
     # -- operator's view ----------------------------------------------------
 

@@ -1,10 +1,12 @@
 """The FastAPI application: ``create_app(settings)``.
 
 One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route but ``/healthz``
-needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
+made in the lifespan and kept on ``app.state``. Every route but the probes
+(``/livez``, ``/readyz``, ``/healthz``) and ``/metrics`` needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
 schema holds no data, and client generators and the docs page need it).
-Errors are RFC 9457 problem documents.
+Errors are RFC 9457 problem documents. Every request has an id (``X-Request-ID``), an
+access-log line and request metrics (``escalations.api.observe``); with tracing on, a span
+that the workflow's spans continue.
 
 Outages: the API starts whether or not Temporal and PostgreSQL are up. The Temporal
 client connects lazily (on the first call, again on every call until it succeeds)
@@ -36,9 +38,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from escalations import client as ec
-from escalations.api import escalations, feedback, health, tickets
+from escalations.api import escalations, feedback, health, observe, tickets
 from escalations.api.deps import api_routes, requires_token
 from escalations.api.middleware import BodyLimitMiddleware
+from escalations.api.observe import RequestContextMiddleware
 from escalations.api.problems import (
     PROBLEM_MEDIA_TYPE,
     CatchAllMiddleware,
@@ -52,6 +55,8 @@ from escalations.api.problems import (
     validation_exception_handler,
 )
 from escalations.db.pool import create_pool
+from escalations.observability.sdk import SdkMetrics
+from escalations.observability.tracing import Tracing
 from escalations.policies import PolicySource
 from escalations.settings import ApiSettings
 
@@ -61,8 +66,9 @@ Customer escalations on durable Temporal timers: start an escalation, act on it
 state, list escalations, record CSAT and read KPIs.
 
 Authenticate with `Authorization: Bearer <token>` (tokens from `ESCALATION_API_TOKENS`)
-on every route but `/healthz`. Errors are RFC 9457 problem documents
-(`application/problem+json`).
+on every route but the probes (`/livez`, `/readyz`, `/healthz`) and `/metrics`. Errors are
+RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
+as `request_id`.
 """
 
 
@@ -70,10 +76,12 @@ log = logging.getLogger("escalations.api")
 POOL_CLOSE_TIMEOUT = 5.0
 
 
-async def connect_temporal(settings: ApiSettings) -> Client:
+async def connect_temporal(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
+                           tracing: Tracing | None = None) -> Client:
     """A lazily connecting client: made without touching the network, it connects on its first
     call (and again on each call until that works). A refused connection fails fast (short
-    retries), a silent one within ``temporal_rpc_timeout``."""
+    retries), a silent one within ``temporal_rpc_timeout``. Its SDK metrics go to
+    ``sdk_metrics`` and its calls carry the trace of ``tracing`` when given."""
     seconds = settings.temporal_rpc_timeout
     options: dict[str, Any] = {
         "connect_timeout": timedelta(seconds=seconds),
@@ -83,6 +91,10 @@ async def connect_temporal(settings: ApiSettings) -> Client:
         **settings.temporal,
         "lazy": True,
     }
+    if sdk_metrics is not None:
+        options["runtime"] = sdk_metrics.runtime
+    if tracing is not None:
+        options["interceptors"] = tracing.interceptors()
     return await Client.connect(**options, data_converter=pydantic_data_converter)
 
 
@@ -116,15 +128,19 @@ async def _close_pool(pool: Any) -> None:
         pool.terminate()
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
-    """The API for ``settings``; raises ConfigError when they are unsafe (no tokens)."""
+def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
+               tracing: Tracing | None = None) -> FastAPI:
+    """The API for ``settings``; raises ConfigError when they are unsafe (no tokens).
+
+    ``sdk_metrics``: the Temporal runtime whose metrics ``/metrics`` adds (``serve`` makes one);
+    ``tracing``: spans for requests and the client's Temporal calls."""
     settings.check()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = PolicySource.from_setting(settings.policy_file)
         policies.load(None)  # an invalid default policy fails at start-up, with the key named
-        app.state.client = await connect_temporal(settings)
+        app.state.client = await connect_temporal(settings, sdk_metrics=sdk_metrics, tracing=tracing)
         app.state.pool = pool = await open_pool(settings)
         app.state.policies = policies
         warm_up = asyncio.create_task(_warm_up(app), name="api-warm-up")
@@ -143,10 +159,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.sdk_metrics = sdk_metrics
     app.include_router(escalations.router)
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(health.router)
+    app.include_router(observe.router)
 
     app.add_exception_handler(ProblemError, problem_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
@@ -157,6 +175,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Outermost of ours: every answer, a 413 or a 504 of the deadline included, has the request id.
+    app.add_middleware(RequestContextMiddleware)
+    if tracing is not None:
+        tracing.instrument_app(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

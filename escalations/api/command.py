@@ -4,13 +4,13 @@ registered by ``starter.py``)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
+    from escalations.observability.tracing import Tracing
     from escalations.settings import ApiSettings
 
 
@@ -25,22 +25,30 @@ def api(
     """Serve the HTTP API (uvicorn). Needs ESCALATION_API_TOKENS and DATABASE_URL; Temporal from
     the standard TEMPORAL_* variables."""
     from escalations.api.server import ApiStartupError
-    from escalations.settings import ApiSettings, ConfigError
+    from escalations.observability.logs import configure_logging
+    from escalations.observability.tracing import Tracing
+    from escalations.settings import ApiSettings, ConfigError, TelemetrySettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tracing = None
     try:
+        telemetry = TelemetrySettings.from_env()
+        configure_logging(telemetry)
         settings = ApiSettings.from_env(host=host, port=port)
-        asyncio.run(_serve_until_signalled(settings))
+        tracing = Tracing.from_settings(telemetry, "escalations-api")
+        asyncio.run(_serve_until_signalled(settings, tracing))
     except (ConfigError, ApiStartupError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
 
 
-async def _serve_until_signalled(settings: ApiSettings) -> None:
+async def _serve_until_signalled(settings: ApiSettings, tracing: Tracing | None) -> None:
     from escalations.api.server import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop)
+    await serve(settings, stop, tracing=tracing)

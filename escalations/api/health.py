@@ -1,9 +1,12 @@
-"""``GET /healthz``: liveness of Temporal and Postgres (no token needed).
+"""The probes (no token needed): ``GET /livez``, ``GET /readyz`` and its alias ``GET /healthz``.
 
-Both checks run at once and the answer comes within ``health_timeout`` seconds (2 by
-default) even when both are frozen. Each dependency is reported as one word: ``ok``,
-``unavailable`` (refused, unreachable, closed) or ``timeout`` (no answer in time);
-what exactly failed goes to the log, never into the response.
+``/livez`` answers 200 while the process serves requests, and checks nothing else: an
+outage of Temporal or PostgreSQL must not make an orchestrator restart a healthy API.
+``/readyz`` checks that Temporal and PostgreSQL are reachable: both checks run at once and
+the answer comes within ``health_timeout`` seconds (2 by default) even when both are frozen.
+Each dependency is reported as one word: ``ok``, ``unavailable`` (refused, unreachable,
+closed) or ``timeout`` (no answer in time); what exactly failed goes to the log, never into
+the response.
 """
 
 from __future__ import annotations
@@ -45,13 +48,25 @@ class Unhealthy(Problem):
     retry_after: int
 
 
-@router.get(
-    "/healthz",
-    response_model=Health,
-    summary="Liveness of Temporal and Postgres",
-    responses={503: {"model": Unhealthy, "description": "Temporal or Postgres is down (problem document)"}},
-)
-async def healthz(request: Request) -> JSONResponse:
+class Alive(BaseModel):
+    status: Literal["ok"]
+
+
+@router.get("/livez", response_model=Alive, summary="The process is alive (checks nothing else)")
+async def livez() -> JSONResponse:
+    """200 ``{"status": "ok"}`` whenever the API answers at all."""
+    return JSONResponse({"status": "ok"})
+
+
+_READY = {
+    "response_model": Health,
+    "responses": {503: {"model": Unhealthy, "description": "Temporal or Postgres is down (problem document)"}},
+}
+
+
+@router.get("/healthz", summary="Alias of /readyz", **_READY)  # type: ignore[arg-type]
+@router.get("/readyz", summary="Temporal and Postgres are reachable", **_READY)  # type: ignore[arg-type]
+async def readyz(request: Request) -> JSONResponse:
     """200 ``{"status": "ok", "temporal": "ok", "postgres": "ok"}``, or 503 naming what failed."""
     temporal, postgres = await check_dependencies(request.app)
     if temporal == "ok" and postgres == "ok":

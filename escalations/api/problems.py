@@ -1,8 +1,8 @@
 """Errors as RFC 9457 problem documents (``application/problem+json``).
 
-Every error the API answers has ``type``, ``title``, ``status`` and ``detail``;
-422s add ``errors: [{loc, msg, type}]``; some add members of their own (a 409 on
-start names the open escalation's ``workflow_id``).
+Every error the API answers has ``type``, ``title``, ``status``, ``detail`` and the
+request's ``request_id`` (its ``X-Request-ID``); 422s add ``errors: [{loc, msg, type}]``;
+some add members of their own (a 409 on start names the open escalation's ``workflow_id``).
 
 Infrastructure faults are mapped here, and only here (``classify_fault``), so that
 an outage of Temporal, of PostgreSQL or of the worker is never a 500:
@@ -49,6 +49,7 @@ from temporalio.service import RPCError
 
 from escalations import client as ec
 from escalations.db.pool import DatabaseTimeout, DatabaseUnavailable, database_fault
+from escalations.observability.logs import REQUEST_ID
 
 log = logging.getLogger("escalations.api")
 DEFAULT_RETRY_AFTER = 5
@@ -88,6 +89,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str | None = None
+    request_id: str | None = Field(default=None, description="The request's X-Request-ID, as in the API's log")
 
 
 class ValidationProblem(Problem):
@@ -136,6 +138,9 @@ def problem_body(
     if errors is not None:
         body["errors"] = list(errors)
     body.update(extra or {})
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        body["request_id"] = request_id
     return body
 
 

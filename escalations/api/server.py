@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from escalations.api.app import create_app
+from escalations.observability.sdk import SdkMetrics
+from escalations.observability.tracing import Tracing
 from escalations.settings import ApiSettings
 
 log = logging.getLogger("escalations.api")
@@ -50,6 +52,7 @@ async def serve(
     stop: asyncio.Event,
     *,
     on_ready: Callable[[str], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully.
 
@@ -60,7 +63,7 @@ async def serve(
     The lifespan runs here rather than inside uvicorn, so its errors surface as
     exceptions instead of uvicorn's ``sys.exit``.
     """
-    app = create_app(settings)
+    app = create_app(settings, sdk_metrics=SdkMetrics(), tracing=tracing)
     sock = bind(settings.host, settings.port)
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -102,3 +102,17 @@ async def latest_escalation(conn: asyncpg.Connection, ticket_id: str) -> Escalat
         notifications_sent=row["notifications_sent"],
         notifications_failed=row["notifications_failed"],
     )
+
+
+_OPEN_COUNTS = """
+SELECT priority, level, count(*) AS open, count(*) FILTER (WHERE sla_breached) AS breached
+  FROM escalations
+ WHERE status IN ('open', 'acknowledged', 'paused')
+ GROUP BY priority, level
+"""
+
+
+async def open_escalation_counts(pool: asyncpg.Pool, timeout: float | None = None) -> list[asyncpg.Record]:
+    """Unresolved escalations (open, acknowledged, paused) by priority and level, with how many
+    of them breached their resolution SLA: the API's ``escalations_open`` / ``escalations_breached``."""
+    return await pool.fetch(_OPEN_COUNTS, timeout=timeout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -31,14 +30,27 @@ def dev(
         run_dev,
     )
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from escalations.observability.logs import configure_logging
+    from escalations.observability.tracing import Tracing
+    from escalations.settings import ConfigError, TelemetrySettings
+
+    try:
+        telemetry = TelemetrySettings.from_env()
+    except ConfigError as exc:
+        typer.echo(f"error: escalations dev: {exc}", err=True)
+        raise typer.Exit(1) from None
+    configure_logging(telemetry)
+    tracing = Tracing.from_settings(telemetry, "escalations-dev")
     options = DevOptions(
         data_dir=data_dir, policy_file=policy, temporal_port=temporal_port, ui_port=ui_port,
         api_port=api_port,
     )
     try:
-        asyncio.run(run_dev(options, dict(os.environ)))
+        asyncio.run(run_dev(options, dict(os.environ), tracing))
     except DevStackError as exc:
         # Everything the stack started is stopped by now; say why in one line.
         typer.echo(f"error: escalations dev: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if tracing is not None:
+            tracing.shutdown()

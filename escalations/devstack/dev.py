@@ -53,6 +53,7 @@ from escalations.devstack.temporal import (
     TemporalServerError,
     port_is_free,
 )
+from escalations.observability.tracing import Tracing
 from escalations.policies import PolicySource
 from escalations.schedules import install_housekeeping, install_schedule
 from escalations.settings import (
@@ -196,9 +197,10 @@ async def _watch(supervisors: list[Supervisor], stop: asyncio.Event, failures: l
     stop.set()
 
 
-async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
+async def run_dev(options: DevOptions, environ: Mapping[str, str], tracing: Tracing | None = None) -> None:
     """Run the stack until Ctrl-C/SIGTERM; DevStackError (one line) when it cannot start or
-    has to give up. Whatever happens, everything it started is stopped on the way out."""
+    has to give up. Whatever happens, everything it started is stopped on the way out.
+    ``tracing``: spans of the API and the worker (one process, one provider)."""
     data_dir = options.data_dir.resolve()
     # Private: it holds the secrets, Temporal's SQLite file (customer names and titles) and
     # the PostgreSQL cluster (which, run as root, opens it to its own group only).
@@ -210,7 +212,7 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
     except StackBusy as exc:
         raise DevStackError(str(exc)) from None
     try:
-        await _run_locked(options, environ, data_dir, run_dir)
+        await _run_locked(options, environ, data_dir, run_dir, tracing)
     except EXPECTED_ERRORS as exc:
         raise DevStackError(_one_line(exc)) from exc
     except BaseExceptionGroup as group:
@@ -223,7 +225,8 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str]) -> None:
         run_dir.unlock()
 
 
-async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir: Path, run_dir: RunDir) -> None:
+async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir: Path, run_dir: RunDir,
+                      tracing: Tracing | None) -> None:
     console = Console()
     policy_file = str(options.policy_file.resolve()) if options.policy_file else environ.get("ESCALATION_POLICY_FILE")
     source = PolicySource.from_setting(policy_file)
@@ -282,8 +285,11 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         # The parts' settings, built here (the user's environment supplies the rest: channels,
         # tuning); never a fake environment to be parsed back.
         task_queue = environ.get("ESCALATION_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+        # The worker's metrics and probes: on any free port unless one is asked for.
         worker_settings = WorkerSettings.from_env(
-            environ, database_url=database_url, task_queue=task_queue, policy_file=str(source.default_file))
+            environ, database_url=database_url, task_queue=task_queue, policy_file=str(source.default_file),
+            metrics_host=None if "ESCALATION_METRICS_HOST" in environ else options.host,
+            metrics_port=None if "ESCALATION_METRICS_PORT" in environ else 0)
         notification_settings = NotificationSettings.from_env(
             environ, webhook_secret=kept["webhook_secret"], ui_url=temporal.ui_url, namespace="default")
         api_settings = ApiSettings.from_env(
@@ -307,16 +313,30 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             console.print(f"criteria sweep: schedule {schedule} every {format_duration(policy.criteria.sweep_every)}")
         await install_housekeeping(client, task_queue=task_queue)
         api_ready = asyncio.Event()
+        worker_metrics: list[str] = []
+        worker_ready = asyncio.Event()
+
+        def worker_listening(url: str) -> None:
+            worker_metrics.append(url)
+            worker_ready.set()
+
+        async def both_ready() -> None:
+            await api_ready.wait()
+            await worker_ready.wait()
+
         async with asyncio.TaskGroup() as group:
             group.create_task(_watch(supervisors, stop, failures))
-            group.create_task(run_worker(worker_settings, notification_settings, temporal_config, stop))
-            group.create_task(serve(api_settings, stop, on_ready=lambda _url: api_ready.set()))
-            ready = asyncio.create_task(api_ready.wait())
+            group.create_task(run_worker(worker_settings, notification_settings, temporal_config, stop,
+                                         tracing=tracing, on_listening=worker_listening))
+            group.create_task(serve(api_settings, stop, on_ready=lambda _url: api_ready.set(), tracing=tracing))
+            ready = asyncio.create_task(both_ready())
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
             stopping.cancel()
-            if api_ready.is_set() and not stop.is_set():
+            if ready.done() and not ready.cancelled() and not stop.is_set():
+                info = info.model_copy(update={"metrics_urls": {"api": f"{api_url}/metrics",
+                                                                "worker": f"{worker_metrics[0]}/metrics"}})
                 path = write_stack(data_dir, info)
                 console.print(_summary(info, path))
                 console.print(f"policy {policy.name} v{policy.version} · stack.json: {path}")

@@ -288,7 +288,8 @@ async def test_temporal_killed_and_restarted(temporal, postgres, tmp_path):
 def spawn_worker(s: _Scene, temporal: OwnTemporal, postgres: OwnPostgres, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TEMPORAL_ADDRESS": temporal.address, "DATABASE_URL": postgres.dsn,
            "ESCALATION_TASK_QUEUE": s.queue, "ESCALATION_POLICY_FILE": str(s.policy),
-           "ESCALATION_WEBHOOK_SECRET": SECRET, "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS": "1"}
+           "ESCALATION_WEBHOOK_SECRET": SECRET, "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS": "1",
+           "ESCALATION_METRICS_PORT": "0"}  # not the default port: other workers may run on this host
     return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 

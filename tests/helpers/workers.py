@@ -45,6 +45,7 @@ async def running_worker(
             settings=WorkerSettings.of(
                 task_queue=task_queue, database_url="", policy_file=str(path),
                 sticky_queue_timeout_seconds=1,
+                shutdown_grace=0,  # a test's worker cancels what runs when its block ends
                 strict_sandbox=True,  # keep the sandbox's determinism checks on workflow modules
             ),
         )
