@@ -9,8 +9,8 @@ connected with ``pydantic_data_converter`` and raises a typed error:
 - ``EscalationClosed``: the ticket's escalation has already completed;
 - ``CommandRejected``: the workflow's validator refused the command (its message says why);
 - ``EscalationAlreadyOpen``: a start for a ticket that has an open escalation;
-- ``InvalidRequest``: the policy named by the request is unknown or cannot route it, or a
-  text holds a NUL character (Postgres cannot store it);
+- ``InvalidRequest``: the policy named by the request is unknown (``known`` lists the set) or
+  cannot route it, or a text holds a NUL character (Postgres cannot store it);
 - ``EscalationNotReady``: the run is still opening (retry shortly);
 - ``TemporalUnavailable``: Temporal refused the connection or is unreachable (retry later);
 - ``TemporalTimeout``: Temporal did not answer in time (it may be overloaded or stuck);
@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -58,7 +58,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from escalations.links import workflow_url
-from escalations.policies import PolicySource
+from escalations.policies import PolicySource, UnknownPolicy
 from schemas import keys
 from schemas.escalation import (
     OPEN_STATUSES,
@@ -81,8 +81,9 @@ from schemas.escalation import (
     start_options,
     workflow_id_for,
 )
-from schemas.policy import Kind, Policy, PolicyError, Priority
+from schemas.policy import Kind, Policy, Priority
 
+C = TypeVar("C", bound=BaseModel)
 SLUG_PATTERN = TICKET_ID_PATTERN
 """Values a visibility filter accepts: safe inside a single-quoted query literal."""
 _SLUG = re.compile(SLUG_PATTERN)
@@ -284,10 +285,8 @@ def check_request(policies: PolicySource, request: EscalationRequest) -> Policy:
     """Load the request's policy and route it, as the workflow will; raise InvalidRequest."""
     try:
         policy = policies.load(request.policy)
-    except PolicyError as err:
-        if request.policy is None:
-            raise  # the default policy itself is broken: a server problem, not the caller's
-        raise InvalidRequest(str(err), loc=("policy",), kind="unknown_policy") from None
+    except UnknownPolicy as err:
+        raise InvalidRequest(str(err), loc=("policy",), kind="unknown_policy", known=err.known) from None
     try:
         entry_level(policy, request)
     except UnroutableRequest as err:

@@ -184,7 +184,8 @@ async def escalation_error_handler(request: Request, exc: Exception) -> JSONResp
     if isinstance(exc, ec.InvalidRequest):
         where = "query" if exc.kind == "invalid_filter" else "body"
         error = {"loc": [where, *exc.loc], "msg": exc.message, "type": exc.kind}
-        extra = {"known_categories": exc.known} if exc.field == "category" else {}
+        known = {"category": "known_categories", "policy": "known_policies"}.get(exc.field)
+        extra = {known: exc.known} if known else {}
         return problem_response(422, exc.message, slug=exc.kind.replace("_", "-"), errors=[error], extra=extra)
     if isinstance(exc, ec.EscalationNotReady):
         return problem_response(503, exc.message, slug="not-ready", headers={"Retry-After": "1"},
