@@ -1,9 +1,11 @@
 """The FastAPI application: ``create_app(settings)``.
 
 One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route but ``/healthz``
-needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
-schema holds no data, and client generators and the docs page need it).
+made in the lifespan and kept on ``app.state``. Every route declares the scope its bearer
+token needs (``escalations.api.deps``), or that it is public (``/healthz``: status words
+only); ``create_app`` refuses a route that declares neither. ``/openapi.json`` and ``/docs``
+stay public on purpose (the schema holds no data, and client generators and the docs page
+need it).
 Errors are RFC 9457 problem documents.
 
 Outages: the API starts whether or not Temporal and PostgreSQL are up. The Temporal
@@ -37,7 +39,7 @@ from temporalio.service import RetryConfig
 
 from escalations import client as ec
 from escalations.api import escalations, feedback, health, tickets
-from escalations.api.deps import api_routes, requires_token
+from escalations.api.deps import api_routes, route_scope, undeclared_routes
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -60,9 +62,10 @@ Customer escalations on durable Temporal timers: start an escalation, act on it
 (acknowledge, escalate, note, pause, resume, resolve, postmortem), read its live
 state, list escalations, record CSAT and read KPIs.
 
-Authenticate with `Authorization: Bearer <token>` (tokens from `ESCALATION_API_TOKENS`)
-on every route but `/healthz`. Errors are RFC 9457 problem documents
-(`application/problem+json`).
+Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, from
+`ESCALATION_API_TOKENS`) on every route but `/healthz`: each route names the scope it needs
+(`read`, `start`, `act`, `tickets`, `csat`; `admin` holds them all). 401 without a valid token,
+403 naming the missing scope. Errors are RFC 9457 problem documents (`application/problem+json`).
 """
 
 
@@ -119,6 +122,11 @@ async def _close_pool(pool: Any) -> None:
 def create_app(settings: ApiSettings) -> FastAPI:
     """The API for ``settings``; raises ConfigError when they are unsafe (no tokens)."""
     settings.check()
+    legacy = [token.name for token in settings.api_tokens if token.legacy]
+    if legacy:
+        log.warning("ESCALATION_API_TOKENS holds %d bare token(s) of the old format (%s): each has every scope; "
+                    "give each a name and scopes (NAME:SCOPE+SCOPE:SHA256, docs/api.md)", len(legacy),
+                    ", ".join(legacy))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +155,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(health.router)
+    undeclared = undeclared_routes(app)
+    if undeclared:  # a route nobody decided on is never served, let alone open
+        raise RuntimeError(f"routes without a scope (Depends(Requires(...))) or Depends(public): "
+                           f"{', '.join(undeclared)}")
 
     app.add_exception_handler(ProblemError, problem_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
@@ -202,15 +214,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer",
-        "description": "One of the tokens in ESCALATION_API_TOKENS",
+        "description": "A named token of ESCALATION_API_TOKENS; each route says the scope it needs "
+                       "(x-required-scope)",
     }
-    guarded = {(path, method.lower()) for path, route in api_routes(app)
-               if requires_token(route) for method in route.methods}
+    guarded = {(path, method.lower()): scope for path, route in api_routes(app)
+               if (scope := route_scope(route)) is not None for method in route.methods}
     _describe_durations(components.get("schemas", {}))
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if (path, method) in guarded:
+                scope = guarded[(path, method)]
                 operation["security"] = [{"bearer": []}]
+                operation["x-required-scope"] = scope
+                operation["description"] = (operation.get("description", "") +
+                                            f"\n\nScope: `{scope}` (or `admin`).").strip()
             for code, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if code[:1] in "45" and "application/json" in content:
