@@ -16,6 +16,9 @@ connected with ``pydantic_data_converter`` and raises a typed error:
 - ``TemporalTimeout``: Temporal did not answer in time (it may be overloaded or stuck);
 - ``WorkerUnavailable``: Temporal answers, but no worker answered the query or update in time.
 
+``via=`` on a start or a command names the calling principal (the API passes
+``api:<token name>``, the CLI ``cli:<os user>``); the run records it beside ``by``/``author``.
+
 Every call is bounded (``Timeouts``: ``rpc`` for what Temporal answers itself,
 ``workflow`` for queries and updates a worker must answer, ``probe`` for telling a
 missing worker from a stuck Temporal), so none waits forever on an outage.

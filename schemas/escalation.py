@@ -215,6 +215,7 @@ def details_for(request: EscalationRequest) -> str:
         + (" · critical" if request.impact.critical else "")
         + (f" · {request.impact.description}" if request.impact.description else ""),
         f"**Opened by** {request.trigger.source}"
+        + (f" ({request.trigger.via})" if request.trigger.via else "")
         + (f" · rule `{request.trigger.criterion}`" if request.trigger.criterion else "")
         + (f" · {request.trigger.detail}" if request.trigger.detail else ""),
         "",

@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,10 +25,21 @@ from escalations.api.app import create_app
 from escalations.api.deps import api_routes, is_public, route_scope
 from escalations.db import idempotency as stored_keys
 from escalations.policies import PolicySource, UnknownPolicy
-from escalations.settings import SCOPES, ApiSettings, ConfigError, token_digest, token_entry
+from escalations.settings import (
+    SCOPES,
+    ApiSettings,
+    ConfigError,
+    token_digest,
+    token_entry,
+)
 from schemas import keys
 from schemas.activities import ReconcileRequest, ReconcileResult
-from schemas.escalation import AcknowledgeCommand, EscalateCommand, EscalationRequest, Impact
+from schemas.escalation import (
+    AcknowledgeCommand,
+    EscalateCommand,
+    EscalationRequest,
+    Impact,
+)
 from tests.helpers.api import NAMED_SCOPES, TOKEN, api_settings, bearer, token_of
 from tests.helpers.policies import policy_path
 from tests.helpers.polling import eventually
@@ -168,7 +179,7 @@ async def test_every_route_declares_its_scope_and_a_token_without_it_gets_403(ap
 async def test_a_route_without_a_scope_is_never_served(client, database_url, task_queue, monkeypatch):
     from fastapi import APIRouter
 
-    import escalations.api.health as health
+    from escalations.api import health
 
     combined = APIRouter()
     combined.include_router(health.router)
@@ -194,12 +205,14 @@ async def test_health_is_public_and_says_status_words_only(app, http):
 # -- the calling principal --------------------------------------------------------------
 
 
-async def test_the_principal_is_recorded_beside_by_and_cannot_be_chosen(http, start_worker, pg_pool):
+async def test_the_principal_is_recorded_beside_by_and_cannot_be_chosen(http, start_worker, pg_pool, client):
     async with start_worker("fast"):
         ticket = await started(http, token="only-start")
         base = f"/escalations/{ticket}"
         state = (await http.get(base, headers=bearer("reader"))).json()
         assert state["trigger"] == {"source": "api", "criterion": None, "detail": None, "via": "api:only-start"}
+        details = await (await client.get_workflow_handle(f"escalation-{ticket}").describe()).static_details()
+        assert "**Opened by** api (api:only-start)" in (details or "")
         # A caller cannot choose its principal.
         forged = await http.post(f"{base}/acknowledge", json={"by": "dana", "via": "api:someone-else"},
                                  headers=bearer("only-act"))
@@ -300,7 +313,7 @@ async def test_numbers_and_level_ids_are_bounded(http, start_worker):
         ticket_id = await started(http)
         for field, command in (("to_level", "escalate"), ("level", "acknowledge")):
             for level in ("Management <b>now</b>", "x" * 300):
-                body = {"by": "dana", "reason": "r", field: level} if command == "escalate" else {"by": "dana", field: level}
+                body = {"by": "dana", field: level, **({"reason": "r"} if command == "escalate" else {})}
                 problem = problem_of(await http.post(f"/escalations/{ticket_id}/{command}", json=body,
                                                      headers=bearer("ops")), 422)
                 assert problem["errors"][0]["loc"] == ["body", field]
@@ -335,7 +348,7 @@ async def test_idempotency_keys_belong_to_the_principal(http, client, pg_pool):
 
 
 async def test_housekeeping_purges_expired_idempotency_keys(client, task_queue, start_worker, pg_pool):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for principal, key, age in (("api:a", "old-1", timedelta(hours=25)), ("api:b", "old-2", timedelta(days=30)),
                                 ("", "from-before-principals", timedelta(days=2)),
                                 ("api:a", "fresh", timedelta(hours=23))):

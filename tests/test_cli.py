@@ -152,7 +152,8 @@ async def test_errors_are_one_line(cli, start_worker, tmp_path):
     line = one_line_error(await cli("start", str(file)))
     assert "trigger: set by escalations itself" in line
     traversal = tmp_path / "traversal.json"
-    traversal.write_text(json.dumps(blog_request().as_body() | {"policy": "../../../../etc/hostname"}), encoding="utf-8")
+    traversal.write_text(json.dumps(blog_request().as_body() | {"policy": "../../../../etc/hostname"}),
+                         encoding="utf-8")
     assert "policy: String should match pattern" in one_line_error(await cli("start", str(traversal)))
 
     bad = tmp_path / "bad.json"

@@ -16,7 +16,12 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from schemas import keys
-    from schemas.activities import PurgeRequest, PurgeResult, ReconcileRequest, ReconcileResult
+    from schemas.activities import (
+        PurgeRequest,
+        PurgeResult,
+        ReconcileRequest,
+        ReconcileResult,
+    )
 
 
 @workflow.defn(name="HousekeepingWorkflow")

@@ -17,13 +17,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from escalations.api.deps import public
 from escalations.api.problems import (
     PROBLEM_MEDIA_TYPE,
     Problem,
     classify_fault,
     problem_body,
 )
-from escalations.api.deps import public
 from escalations.db.pool import ping
 
 # Public on purpose (probes carry no token): answers are status words, never error text.
