@@ -33,6 +33,7 @@ from temporalio.worker.workflow_sandbox import (
 
 from activities.notifications import NotificationActivities
 from activities.policy import PolicyActivities
+from activities.purge import PurgeActivities
 from activities.reconcile import ReconcileActivities
 from activities.store import StoreActivities
 from activities.tickets import TicketActivities
@@ -86,6 +87,7 @@ def build_worker(
     notifications = NotificationActivities(pool, notification_settings, http)
     tickets = TicketActivities(pool, client, task_queue=settings.task_queue)
     reconcile = ReconcileActivities(pool, client)
+    purge = PurgeActivities(pool, settings.idempotency_ttl)
     # Each activity's name is its method's name, so ``replace`` can key on ``__name__``.
     activities = [
         store.project_events,
@@ -94,6 +96,7 @@ def build_worker(
         tickets.find_sweep_candidates,
         tickets.escalate_tickets,
         reconcile.reconcile_ended_runs,
+        purge.purge_idempotency_keys,
         # for runs of the released commit path, until none is open
         store.record_events,
         store.find_repeats,

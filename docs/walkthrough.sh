@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Walk-through of the blog's Salesforce-sync escalation over the HTTP API:
 # start -> acknowledge -> customer-visible note -> resolve -> postmortem -> CSAT.
-# Needs API (e.g. http://127.0.0.1:8000) and TOKEN (one of ESCALATION_API_TOKENS;
-# `escalations dev` prints one). TICKET defaults to SF-1042. Uses only curl and python3.
+# Needs API (e.g. http://127.0.0.1:8000) and TOKEN (a token with the start, act and csat
+# scopes: stack.json's api_token). TICKET defaults to SF-1042. Uses only curl and python3.
 set -euo pipefail
 : "${API:?set API, e.g. http://127.0.0.1:8000}" "${TOKEN:?set TOKEN to an API token}"
 TICKET="${TICKET:-SF-1042}"

@@ -9,12 +9,15 @@ connected with ``pydantic_data_converter`` and raises a typed error:
 - ``EscalationClosed``: the ticket's escalation has already completed;
 - ``CommandRejected``: the workflow's validator refused the command (its message says why);
 - ``EscalationAlreadyOpen``: a start for a ticket that has an open escalation;
-- ``InvalidRequest``: the policy named by the request is unknown or cannot route it, or a
-  text holds a NUL character (Postgres cannot store it);
+- ``InvalidRequest``: the policy named by the request is unknown (``known`` lists the set) or
+  cannot route it, or a text holds a NUL character (Postgres cannot store it);
 - ``EscalationNotReady``: the run is still opening (retry shortly);
 - ``TemporalUnavailable``: Temporal refused the connection or is unreachable (retry later);
 - ``TemporalTimeout``: Temporal did not answer in time (it may be overloaded or stuck);
 - ``WorkerUnavailable``: Temporal answers, but no worker answered the query or update in time.
+
+``via=`` on a start or a command names the calling principal (the API passes
+``api:<token name>``, the CLI ``cli:<os user>``); the run records it beside ``by``/``author``.
 
 Every call is bounded (``Timeouts``: ``rpc`` for what Temporal answers itself,
 ``workflow`` for queries and updates a worker must answer, ``probe`` for telling a
@@ -42,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -58,7 +61,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from escalations.links import workflow_url
-from escalations.policies import PolicySource
+from escalations.policies import PolicySource, UnknownPolicy
 from schemas import keys
 from schemas.escalation import (
     OPEN_STATUSES,
@@ -74,6 +77,7 @@ from schemas.escalation import (
     ResolveCommand,
     ResumeCommand,
     Status,
+    Trigger,
     TriggerSource,
     UnroutableRequest,
     entry_level,
@@ -81,8 +85,9 @@ from schemas.escalation import (
     start_options,
     workflow_id_for,
 )
-from schemas.policy import Kind, Policy, PolicyError, Priority
+from schemas.policy import Kind, Policy, Priority
 
+C = TypeVar("C", bound=BaseModel)
 SLUG_PATTERN = TICKET_ID_PATTERN
 """Values a visibility filter accepts: safe inside a single-quoted query literal."""
 _SLUG = re.compile(SLUG_PATTERN)
@@ -284,10 +289,8 @@ def check_request(policies: PolicySource, request: EscalationRequest) -> Policy:
     """Load the request's policy and route it, as the workflow will; raise InvalidRequest."""
     try:
         policy = policies.load(request.policy)
-    except PolicyError as err:
-        if request.policy is None:
-            raise  # the default policy itself is broken: a server problem, not the caller's
-        raise InvalidRequest(str(err), loc=("policy",), kind="unknown_policy") from None
+    except UnknownPolicy as err:
+        raise InvalidRequest(str(err), loc=("policy",), kind="unknown_policy", known=err.known) from None
     try:
         entry_level(policy, request)
     except UnroutableRequest as err:
@@ -296,9 +299,16 @@ def check_request(policies: PolicySource, request: EscalationRequest) -> Policy:
     return policy
 
 
-def with_source(request: EscalationRequest, source: TriggerSource) -> EscalationRequest:
-    """The request as opened by ``source`` (api, cli, sweep, client); criterion/detail kept."""
-    return request.model_copy(update={"trigger": request.trigger.model_copy(update={"source": source})})
+def with_source(request: EscalationRequest, source: TriggerSource, via: str | None = None) -> EscalationRequest:
+    """The request as opened by ``source`` (api, cli, sweep, client) and principal ``via``.
+
+    The API and the CLI open with ``{source, via}`` only: a criterion or detail is the sweep's
+    (or a trusted Python client's) to set, never their caller's."""
+    if source in ("api", "cli"):
+        trigger = Trigger(source=source, via=via)
+    else:
+        trigger = request.trigger.model_copy(update={"source": source, **({"via": via} if via else {})})
+    return request.model_copy(update={"trigger": trigger})
 
 
 async def start_escalation(
@@ -307,6 +317,7 @@ async def start_escalation(
     *,
     task_queue: str,
     source: TriggerSource | None = "client",
+    via: str | None = None,
     memo: dict[str, Any] | None = None,
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
 ) -> WorkflowHandle[Any, EscalationState]:
@@ -314,9 +325,10 @@ async def start_escalation(
 
     The one way every starter opens an escalation (API, CLI, demo, sweep, benchmarks, tests):
     ids, summary, details and timeouts from ``schemas.escalation.start_options``. ``source``
-    None keeps the request's own trigger (the sweep sets its rule and detail)."""
+    None keeps the request's own trigger (the sweep sets its rule and detail); ``via`` is the
+    calling principal (``api:<token name>``, ``cli:<user>``), recorded in the trigger."""
     if source is not None:
-        request = with_source(request, source)
+        request = with_source(request, source, via)
     try:
         async with _Bounded("the start", timeouts.rpc):
             return await client.start_workflow(
@@ -427,6 +439,11 @@ def _failure_message(err: WorkflowUpdateFailedError) -> str:
     return str(getattr(cause, "message", None) or cause)
 
 
+def _as(command: C, via: str | None) -> C:
+    """The command as sent by principal ``via`` (None: as it is)."""
+    return command if via is None else command.model_copy(update={"via": via})
+
+
 async def _update(client: Client, ticket_id: str, name: str, command: BaseModel,
                   timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
     handle = escalation_handle(client, ticket_id)
@@ -453,38 +470,38 @@ async def _update(client: Client, ticket_id: str, name: str, command: BaseModel,
 
 
 async def acknowledge(client: Client, ticket_id: str, command: AcknowledgeCommand, *,
-                     timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
-    return await _update(client, ticket_id, "acknowledge", command, timeouts)
+                      timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "acknowledge", _as(command, via), timeouts)
 
 
 async def escalate(client: Client, ticket_id: str, command: EscalateCommand, *,
-                  timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
-    return await _update(client, ticket_id, "escalate", command, timeouts)
+                   timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "escalate", _as(command, via), timeouts)
 
 
 async def add_note(client: Client, ticket_id: str, command: AddNoteCommand, *,
-                  timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
-    return await _update(client, ticket_id, "add_note", command, timeouts)
+                   timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "add_note", _as(command, via), timeouts)
 
 
 async def pause(client: Client, ticket_id: str, command: PauseCommand, *,
-               timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
-    return await _update(client, ticket_id, "pause", command, timeouts)
+                timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "pause", _as(command, via), timeouts)
 
 
 async def resume(client: Client, ticket_id: str, command: ResumeCommand, *,
-                timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
-    return await _update(client, ticket_id, "resume", command, timeouts)
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "resume", _as(command, via), timeouts)
 
 
 async def resolve(client: Client, ticket_id: str, command: ResolveCommand, *,
-                 timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
-    return await _update(client, ticket_id, "resolve", command, timeouts)
+                  timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "resolve", _as(command, via), timeouts)
 
 
 async def complete_postmortem(
     client: Client, ticket_id: str, command: CompletePostmortemCommand, *, wait: float = 10.0,
-    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
 ) -> EscalationState:
     """Complete the postmortem task, then wait up to ``wait`` s for the escalation to close.
 
@@ -492,6 +509,7 @@ async def complete_postmortem(
     within ``wait`` (notifications still going out), its live state.
     """
     postmortem = client.get_workflow_handle(postmortem_id_for(ticket_id))
+    command = _as(command, via)
     try:
         async with _Bounded("the complete update", timeouts.workflow):
             await postmortem.execute_update("complete", command, result_type=PostmortemStatus,

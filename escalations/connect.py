@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
@@ -29,7 +29,8 @@ class StackInfo(BaseModel):
     ui_url: str | None = None
     api_url: str | None = None
     database_url: str
-    api_token: str | None = None
+    api_token: str | None = Field(default=None, description="admin: every scope (operators, the walk-through)")
+    api_read_token: str | None = Field(default=None, description="scope read only (dashboards, read-only tools)")
     webhook_secret: str | None = None
     task_queue: str = DEFAULT_TASK_QUEUE
     policy_file: str | None = None
@@ -89,6 +90,7 @@ class Connection(BaseModel):
     ui_url: str | None = None
     api_url: str | None = None
     api_token: str | None = None
+    api_read_token: str | None = None
     namespace: str = "default"
 
 
@@ -107,6 +109,7 @@ def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = No
         ui_url=environ.get("ESCALATION_UI_URL") or (stack.ui_url if stack else None),
         api_url=stack.api_url if stack else None,
         api_token=stack.api_token if stack else None,
+        api_read_token=stack.api_read_token if stack else None,
         namespace=str(config.get("namespace", "default")),
     )
 

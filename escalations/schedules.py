@@ -84,7 +84,8 @@ async def install_schedule(client: Client, *, task_queue: str, policy: Policy) -
 
 
 def housekeeping_schedule(*, task_queue: str) -> Schedule:
-    """Every minute: record escalation runs that ended without closing (never two at once)."""
+    """Every minute: record escalation runs that ended without closing, purge expired API
+    Idempotency-Keys (never two at once)."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
             keys.HOUSEKEEPING_WORKFLOW,
@@ -92,11 +93,12 @@ def housekeeping_schedule(*, task_queue: str) -> Schedule:
             id=keys.HOUSEKEEPING_SCHEDULE,
             task_queue=task_queue,
             execution_timeout=HOUSEKEEPING_TIMEOUT,
-            static_summary="Housekeeping · runs that ended without closing",
+            static_summary="Housekeeping · runs that ended without closing · expired Idempotency-Keys",
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=HOUSEKEEPING_EVERY)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(minutes=1)),
-        state=ScheduleState(note="failed and terminated escalation runs into the read model (escalations schedule install)"),
+        state=ScheduleState(note="failed and terminated escalation runs into the read model, expired API "
+                                 "Idempotency-Keys purged (escalations schedule install)"),
     )
 
 

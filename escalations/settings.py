@@ -14,16 +14,21 @@ Temporal's own connection settings (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -47,9 +52,11 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable."""
 
 
-def env(*names: str, description: str) -> Any:
-    """A field read from these environment variables (the first one set wins)."""
-    return {"validation_alias": AliasChoices(*names), "description": description}
+def env(*names: str, description: str, secret: bool = False) -> Any:
+    """A field read from these environment variables (the first one set wins). A ``secret``
+    field's value is never repeated in an error message."""
+    extra = {"json_schema_extra": {"secret": True}} if secret else {}
+    return {"validation_alias": AliasChoices(*names), "description": description, **extra}
 
 
 class _MappingSource(EnvSettingsSource):
@@ -110,13 +117,22 @@ def variable_of(cls: type[BaseSettings], field: str) -> str:
     return field
 
 
+def _is_secret(cls: type[BaseSettings], field: str) -> bool:
+    for name, info in cls.model_fields.items():
+        if field == name or field == variable_of(cls, name):
+            extra = info.json_schema_extra
+            return (isinstance(extra, dict) and bool(extra.get("secret"))) or "SecretStr" in str(info.annotation)
+    return False
+
+
 def describe(cls: type[BaseSettings], err: ValidationError) -> str:
     problems = []
     for error in err.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         name = variable_of(cls, field) if field in cls.model_fields else field
-        problems.append(f"{name}: {error['msg']}" + (f" (got {error['input']!r})"
-                                                     if isinstance(error.get("input"), str | int) else ""))
+        shown = isinstance(error.get("input"), str | int) and not _is_secret(cls, field)
+        problems.append((f"{name}: " if name else "") + error["msg"].removeprefix("Value error, ")
+                        + (f" (got {error['input']!r})" if shown else ""))
     return "; ".join(problems)
 
 
@@ -139,6 +155,8 @@ def _seconds(value: Any) -> Any:
 
 
 Positive = Annotated[int, Field(ge=1)]
+IDEMPOTENCY_TTL_DESCRIPTION = ("how long an Idempotency-Key is kept (s): the API replays it within this, "
+                               "housekeeping purges it after")
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
 SecondsOrZero = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -192,6 +210,8 @@ class WorkerSettings(Settings):
         "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS",
         description="a task for a dead worker's cached run moves to another after this"))
     pool_size: Positive = Field(20, **env("ESCALATION_DB_POOL_SIZE", description="PostgreSQL connections"))
+    idempotency_ttl_seconds: Seconds = Field(24 * 3600.0, **env(
+        "ESCALATION_API_IDEMPOTENCY_TTL", description=IDEMPOTENCY_TTL_DESCRIPTION))
     # False: the workflow modules are passed through the sandbox instead of being re-imported
     # for every run (about 0.4 MB per cached run and 10 ms of CPU per new run otherwise).
     strict_sandbox: bool = Field(False, **env(
@@ -217,6 +237,10 @@ class WorkerSettings(Settings):
     @property
     def sticky_queue_timeout(self) -> timedelta:
         return timedelta(seconds=self.sticky_queue_timeout_seconds)
+
+    @property
+    def idempotency_ttl(self) -> timedelta:
+        return timedelta(seconds=self.idempotency_ttl_seconds)
 
 
 # -- notifications ------------------------------------------------------------------
@@ -329,6 +353,106 @@ class NotificationSettings(Settings):
         return text
 
 
+# -- API tokens -----------------------------------------------------------------------
+
+Scope = Literal["read", "start", "act", "tickets", "csat", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "start", "act", "tickets", "csat", "admin")
+"""What a token may do: ``read`` (GET escalations, KPIs), ``start`` (POST /escalations), ``act``
+(commands), ``tickets`` (POST /tickets*), ``csat`` (POST …/csat), ``admin`` (everything, and
+what is operational)."""
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_TOKEN_NAME = re.compile(TOKEN_NAME_PATTERN)
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ApiToken(BaseModel):
+    """A bearer token as the API keeps it: its name, its scopes and the SHA-256 of the token.
+
+    The token itself is never kept: a presented token is hashed and compared with ``sha256``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN)
+    scopes: frozenset[Scope] = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
+    legacy: bool = Field(default=False, description="a bare token of the old format (every scope)")
+
+    def allows(self, scope: Scope) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    @property
+    def principal(self) -> str:
+        """Who calls with this token, as events record it (``via``)."""
+        return f"api:{self.name}"
+
+
+def token_digest(token: str) -> str:
+    """The lower-case hex SHA-256 of a bearer token (what an entry holds)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_entry(name: str, scopes: Iterable[str], token: str) -> str:
+    """The ``ESCALATION_API_TOKENS`` entry for ``token``: ``name:scope+scope:sha256-hex``."""
+    return f"{name}:{'+'.join(scopes)}:{token_digest(token)}"
+
+
+def parse_token_entries(entries: Iterable[str], *, variable: str = "") -> list[ApiToken]:
+    """``name:scope+scope:sha256-hex`` entries, or bare tokens of the old format.
+
+    A bare token (no ``:``) keeps meaning what it meant: every scope (``admin``); it is named
+    ``legacy-<n>`` by its place among the bare ones. Errors name the entry by its number and
+    repeat nothing of it (a mistyped entry may hold a token).
+    """
+    where = f"{variable}: " if variable else ""
+    tokens: list[ApiToken] = []
+    bare = 0
+    for number, raw in enumerate(entries, start=1):
+        entry = raw.strip()
+        if ":" not in entry:
+            bare += 1
+            tokens.append(ApiToken(name=f"legacy-{bare}", scopes=frozenset({"admin"}),
+                                   sha256=token_digest(entry), legacy=True))
+            continue
+        parts = entry.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"{where}entry {number} is not NAME:SCOPE[+SCOPE...]:SHA256 "
+                             f"(it has {len(parts)} parts separated by ':')")
+        name, scopes, digest = (part.strip() for part in parts)
+        if not _TOKEN_NAME.match(name):
+            raise ValueError(f"{where}entry {number}: the name must match {TOKEN_NAME_PATTERN}")
+        wanted = [scope.strip() for scope in scopes.split("+")]
+        if not all(scope in SCOPES for scope in wanted):
+            raise ValueError(f"{where}entry {number}: a scope is not one of {', '.join(SCOPES)} "
+                             "(join several with '+')")
+        if not _SHA256_HEX.match(digest):
+            raise ValueError(f"{where}entry {number}: the last part must be the token's SHA-256 in hex "
+                             "(64 characters: `printf %s TOKEN | sha256sum`), never the token")
+        tokens.append(ApiToken(name=name, scopes=frozenset(wanted), sha256=digest.lower()))  # type: ignore[arg-type]
+    return tokens
+
+
+def _token_list(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(parse_token_entries([v for v in value if v.strip()]))
+    return value
+
+
+def read_token_file(path: str) -> list[ApiToken]:
+    """The entries of a tokens file: one per line; blank lines and ``#`` comments ignored."""
+    variable = "ESCALATION_API_TOKENS_FILE"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"{variable}: cannot read {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{variable}: {path} is not UTF-8 text") from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return parse_token_entries([line for line in lines if line], variable=f"{variable} ({path})")
+
+
 # -- the HTTP API ---------------------------------------------------------------------
 
 
@@ -340,7 +464,13 @@ class ApiSettings(Settings):
     Time bounds: during an outage every route answers 503/504 within them.
     """
 
-    tokens: Annotated[tuple[str, ...], NoDecode] = Field((), **env("ESCALATION_API_TOKENS", description="bearer tokens, comma-separated"))
+    tokens: Annotated[tuple[ApiToken, ...], NoDecode] = Field((), **env(
+        "ESCALATION_API_TOKENS", secret=True,
+        description="bearer tokens, comma-separated `name:scope+scope:sha256-hex` entries "
+                    "(a bare token of the old format has every scope); see docs/api.md"))
+    tokens_file: str | None = Field(None, **env(
+        "ESCALATION_API_TOKENS_FILE", description="a file of token entries, one per line (`#` comments), "
+                                                  "added to ESCALATION_API_TOKENS"))
     task_queue: str = Field(DEFAULT_TASK_QUEUE, **env("ESCALATION_TASK_QUEUE", description="Temporal task queue"))
     database_url: str | None = Field(None, **env("DATABASE_URL", description="PostgreSQL"))
     policy_file: str | None = Field(None, **env("ESCALATION_POLICY_FILE", description="the default policy (YAML)"))
@@ -367,15 +497,31 @@ class ApiSettings(Settings):
         "ESCALATION_API_REQUEST_TIMEOUT", description="last-resort bound on any request"))
     retry_after: Positive = Field(5, **env("ESCALATION_API_RETRY_AFTER", description="Retry-After of a 503 (s)"))
     idempotency_ttl_seconds: Seconds = Field(24 * 3600.0, **env(
-        "ESCALATION_API_IDEMPOTENCY_TTL", description="how long Idempotency-Key replays are kept (s)"))
+        "ESCALATION_API_IDEMPOTENCY_TTL", description=IDEMPOTENCY_TTL_DESCRIPTION))
     pool_size: Positive = Field(10, **env("ESCALATION_API_DB_POOL_SIZE", description="PostgreSQL connections"))
+
+    _api_tokens: tuple[ApiToken, ...] = PrivateAttr(default=())
 
     @field_validator("tokens", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(token.strip() for token in value.split(",") if token.strip())
-        return value
+        return _token_list(value)
+
+    @model_validator(mode="after")
+    def _every_token(self) -> Self:
+        tokens = [*self.tokens, *(read_token_file(self.tokens_file) if self.tokens_file else [])]
+        names = [token.name for token in tokens]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"ESCALATION_API_TOKENS(_FILE): token names must be unique; given twice: "
+                             f"{', '.join(twice)}")
+        digests = [token.sha256 for token in tokens]
+        if len(set(digests)) != len(digests):
+            same = sorted({t.name for t in tokens if digests.count(t.sha256) > 1})
+            raise ValueError(f"ESCALATION_API_TOKENS(_FILE): {', '.join(same)} are the same token; "
+                             "one token has one name")
+        self._api_tokens = tuple(tokens)
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -390,11 +536,16 @@ class ApiSettings(Settings):
     def idempotency_ttl(self) -> timedelta:
         return timedelta(seconds=self.idempotency_ttl_seconds)
 
+    @property
+    def api_tokens(self) -> tuple[ApiToken, ...]:
+        """Every token: ESCALATION_API_TOKENS, then ESCALATION_API_TOKENS_FILE."""
+        return self._api_tokens
+
     def check(self) -> None:
         """Refuse to serve without tokens (never open by accident) or without a database."""
-        if not self.tokens:
+        if not self.api_tokens:
             raise ConfigError("ESCALATION_API_TOKENS is empty: the API refuses to start without bearer tokens "
-                              "(set one or more, comma-separated)")
+                              "(set one or more, comma-separated, or ESCALATION_API_TOKENS_FILE)")
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set (the dev stack sets it for you: `escalations dev`)")
 

@@ -102,3 +102,14 @@ class ReconcileRequest(BaseModel):
 class ReconcileResult(BaseModel):
     checked: int = 0
     recorded: list[str] = Field(default_factory=list, description="workflow ids newly recorded as ended")
+    idempotency_keys_purged: int = Field(default=0, description="API Idempotency-Keys past their TTL, deleted")
+
+
+class PurgeRequest(BaseModel):
+    """Delete API Idempotency-Keys older than the worker's TTL (``ESCALATION_API_IDEMPOTENCY_TTL``)."""
+
+    batch: int = Field(default=1000, ge=1, le=100_000)
+
+
+class PurgeResult(BaseModel):
+    purged: int = 0

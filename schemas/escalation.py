@@ -26,8 +26,21 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 # Ticket ids, and any value a visibility query quotes: safe inside a single-quoted literal.
 TICKET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 TicketId = Annotated[str, Field(pattern=TICKET_ID_PATTERN)]
-CategorySlug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
-LevelId = Annotated[str, Field(min_length=1, max_length=64)]
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+CategorySlug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]
+LevelId = Annotated[str, Field(pattern=SLUG_PATTERN, min_length=1, max_length=64,
+                               description="a level or department id of the policy (a slug)")]
+POLICY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+PolicyName = Annotated[str, Field(pattern=POLICY_NAME_PATTERN, max_length=64,
+                                  description="a policy's name (not a path), from the server's set")]
+Via = Annotated[str, Field(min_length=1, max_length=200)]
+"""The calling principal, e.g. ``api:ops-bot`` (token name) or ``cli:dana`` (OS user)."""
+
+
+def _server_set(description: str) -> Any:
+    """A field only the server sets (the calling principal, who opened a run): ``readOnly`` in
+    the schema; ``server_set_fields`` finds it in what a caller sent, which the API and CLI refuse."""
+    return Field(default=None, description=description, json_schema_extra={"readOnly": True})
 
 # Every free-text field has a bound, and a request as a whole one well under Temporal's 2 MB
 # payload limit: the request is the workflow input, carried across continue-as-new, and the
@@ -78,6 +91,7 @@ class Trigger(Model):
     source: TriggerSource = "client"
     criterion: Annotated[str, Field(max_length=100)] | None = None
     detail: Annotated[str, Field(max_length=1_000)] | None = None
+    via: Via | None = Field(default=None, description="the principal that started it (api:<token>, cli:<user>)")
 
 
 class EscalationRequest(Model):
@@ -91,8 +105,11 @@ class EscalationRequest(Model):
     priority: Priority
     impact: Impact = Impact()
     handoff: Handoff = Handoff()
-    policy: Annotated[str, Field(max_length=64)] | None = None
-    trigger: Trigger = Trigger()
+    policy: PolicyName | None = None
+    trigger: Trigger = Field(
+        default_factory=Trigger, json_schema_extra={"readOnly": True},
+        description="who or which criterion opened it: set by the starter (API, CLI, sweep), never by "
+                    "the caller of the API or the CLI")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -131,6 +148,11 @@ class EscalationRequest(Model):
     def workflow_id(self) -> str:
         return workflow_id_for(self.ticket_id)
 
+    def as_body(self) -> dict[str, Any]:
+        """The request as a caller sends it (body of ``POST /escalations``, file of ``escalations
+        start``): JSON, without what only the server sets (``trigger``)."""
+        return self.model_dump(mode="json", exclude={"trigger"})
+
 
 class UnroutableRequest(ValueError):
     """The request cannot be routed under the policy (e.g. a category with no route)."""
@@ -146,6 +168,13 @@ def entry_level(policy: Policy, request: EscalationRequest) -> str:
                                     f"v{policy.version}; known categories: {known}")
         return policy.routes[request.category]
     return policy.priorities[request.priority].entry_level
+
+
+def server_set_fields(model: BaseModel) -> list[str]:
+    """The fields only the server sets (``readOnly``) that ``model``'s sender set anyway."""
+    fields = type(model).model_fields
+    return [name for name in sorted(model.model_fields_set)
+            if isinstance(fields[name].json_schema_extra, dict) and fields[name].json_schema_extra.get("readOnly")]
 
 
 def workflow_id_for(ticket_id: str) -> str:
@@ -186,6 +215,7 @@ def details_for(request: EscalationRequest) -> str:
         + (" · critical" if request.impact.critical else "")
         + (f" · {request.impact.description}" if request.impact.description else ""),
         f"**Opened by** {request.trigger.source}"
+        + (f" ({request.trigger.via})" if request.trigger.via else "")
         + (f" · rule `{request.trigger.criterion}`" if request.trigger.criterion else "")
         + (f" · {request.trigger.detail}" if request.trigger.detail else ""),
         "",
@@ -202,33 +232,42 @@ def details_for(request: EscalationRequest) -> str:
 # -- commands (workflow updates; the HTTP API's bodies) ----------------------
 
 
+VIA_DESCRIPTION = ("the calling principal (api:<token name>, cli:<os user>): set by the API or the CLI, "
+                   "recorded beside the self-declared by/author; a caller of the API must not send it")
+
+
 class AcknowledgeCommand(Model):
     by: Name
     level: LevelId | None = Field(
         default=None,
         description="Acknowledge as this level; a consulted level records its own acknowledgement.",
     )
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class EscalateCommand(Model):
     by: Name
     reason: Reason
     to_level: LevelId | None = None
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class AddNoteCommand(Model):
     author: Name
     text: NonEmpty
     customer_visible: bool = False
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class PauseCommand(Model):
     by: Name
     reason: Reason
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class ResumeCommand(Model):
     by: Name
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class ResolveCommand(Model):
@@ -236,17 +275,20 @@ class ResolveCommand(Model):
     root_cause: NonEmpty
     mitigation: NonEmpty
     preventive_actions: list[Action] = Field(default_factory=list, max_length=20)
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class ApplyPolicyCommand(Model):
     by: Name = "operator"
     version: int = Field(ge=1, le=1_000_000)
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class UpgradeCommand(Model):
     """Move a run of the released commit path onto the current one (``escalations repair``)."""
 
     by: Name = "operator"
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
 
 class CompletePostmortemCommand(Model):
@@ -255,6 +297,7 @@ class CompletePostmortemCommand(Model):
     root_cause: NonEmpty
     improvements: list[Action] = Field(min_length=1, max_length=20)
     kb_article_url: HttpUrl | None = None
+    via: Via | None = _server_set(VIA_DESCRIPTION)
 
     @field_validator("root_cause")
     @classmethod
@@ -290,6 +333,7 @@ class PathEntry(BaseModel):
     auto: bool
     at: AwareDatetime
     by: str | None = None
+    via: str | None = None
 
 
 class Consulted(BaseModel):
@@ -297,6 +341,7 @@ class Consulted(BaseModel):
     notified_at: AwareDatetime
     acknowledged_by: str | None = None
     acknowledged_at: AwareDatetime | None = None
+    acknowledged_via: str | None = None
 
 
 class PolicyRef(BaseModel):
@@ -321,6 +366,7 @@ class Resolution(BaseModel):
     root_cause: str
     mitigation: str
     preventive_actions: list[str]
+    via: str | None = None
 
 
 class PostmortemState(BaseModel):
@@ -331,6 +377,7 @@ class PostmortemState(BaseModel):
     overdue_notified: bool = False
     completed_at: AwareDatetime | None = None
     completed_by: str | None = None
+    completed_via: str | None = None
     summary: str | None = None
     root_cause: str | None = None
     improvements: list[str] = Field(default_factory=list)
@@ -369,6 +416,7 @@ class EscalationState(BaseModel):
     opened_at: AwareDatetime
     acknowledged_at: AwareDatetime | None = None
     acknowledged_by: str | None = None
+    acknowledged_via: str | None = None
     paused_since: AwareDatetime | None = None
     paused_total: timedelta = timedelta(0)
     resolve_remaining: timedelta | None = None
@@ -400,6 +448,7 @@ class PostmortemInput(BaseModel):
 
 class PostmortemResult(BaseModel):
     completed_by: str
+    completed_via: str | None = None
     completed_at: AwareDatetime
     summary: str
     root_cause: str

@@ -36,6 +36,7 @@ LOAD_POLICY = "load_policy"
 PIN_POLICY = "pin_policy"
 PROJECT_EVENTS = "project_events"
 RECONCILE_ENDED_RUNS = "reconcile_ended_runs"
+PURGE_IDEMPOTENCY_KEYS = "purge_idempotency_keys"
 FIND_CANDIDATES = "find_sweep_candidates"
 ESCALATE_TICKETS = "escalate_tickets"
 SEND_NOTIFICATIONS = "send_notifications"
@@ -48,6 +49,8 @@ DELIVER_NOTIFICATIONS = "deliver_notifications"
 # The patch that moved the commit path out of the workflow task (events recorded in history,
 # projected to PostgreSQL afterwards): ``workflow.patched(HISTORY_FIRST)``.
 HISTORY_FIRST = "history-first-commit"
+# Housekeeping also purges the API's expired Idempotency-Keys (runs started before go on without).
+PURGE_IDEMPOTENCY = "housekeeping-purge-idempotency-keys"
 
 
 def search_attribute_flags() -> list[str]:

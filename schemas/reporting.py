@@ -14,7 +14,7 @@ class KpiFilters(BaseModel):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     priority: Priority | None = None
-    category: str | None = None
+    category: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class Frequency(BaseModel):

@@ -28,6 +28,7 @@ from schemas.escalation import (
     EscalationRequest,
     Handoff,
     Impact,
+    PolicyName,
     TicketId,
     Trigger,
 )
@@ -41,6 +42,8 @@ DEFAULT_CATEGORY = "general"
 # Activity names of the sweep (workflow modules refer to activities by name only).
 
 LongText = Annotated[str, Field(max_length=100_000)]
+MAX_COUNT = 1_000_000_000
+"""The largest count a ticket carries (users affected, interactions): what ``Impact`` accepts."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -88,8 +91,8 @@ class Ticket(BaseModel):
     updated_at: AwareDatetime
     category: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     priority: Priority | None = None
-    users_affected: Annotated[int, Field(ge=0)] | None = None
-    interactions: Annotated[int, Field(ge=0)] | None = None
+    users_affected: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
+    interactions: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = None
     first_response_due: AwareDatetime | None = None
     resolution_due: AwareDatetime | None = None
     integration_id: Annotated[str, Field(max_length=200)] | None = None
@@ -156,7 +159,7 @@ MAX_SWEEP_TICKETS = 1000
 class SweepInput(BaseModel):
     """Input of ``CriteriaSweepWorkflow`` (the schedule passes only ``policy``)."""
 
-    policy: str | None = Field(default=None, description="policy name; None: the worker's default")
+    policy: PolicyName | None = Field(default=None, description="policy name; None: the worker's default")
     page_size: int = Field(default=500, ge=1, le=5000)
     ticket_ids: list[TicketId] | None = Field(
         default=None, max_length=MAX_SWEEP_TICKETS,

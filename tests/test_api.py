@@ -50,7 +50,7 @@ async def api(client: Client, database_url: str, task_queue: str) -> AsyncIterat
 
 
 def body_of(ticket_id: str | None = None, **overrides: Any) -> dict[str, Any]:
-    return blog_request(ticket_id or f"SF-{uuid.uuid4().hex[:8]}", **overrides).model_dump(mode="json")
+    return blog_request(ticket_id or f"SF-{uuid.uuid4().hex[:8]}", **overrides).as_body()
 
 
 def assert_problem(response: httpx.Response, status: int, *, detail: str | None = None) -> dict[str, Any]:
@@ -144,8 +144,8 @@ async def test_idempotency_key_replays_the_first_201_and_refuses_another_body(ap
     # A claim still in flight answers 409; one abandoned (or expired) is taken over.
     in_flight = body_of()
     await pg_pool.execute(
-        "INSERT INTO api_idempotency (scope, key, request_sha256, created_at) VALUES ($1, $2, $3, now())",
-        "POST /escalations", "busy-key", "0" * 64)
+        "INSERT INTO api_idempotency (principal, scope, key, request_sha256, created_at) "
+        "VALUES ($1, $2, $3, $4, now())", "api:legacy-2", "POST /escalations", "busy-key", "0" * 64)
     assert_problem(await api.post("/escalations", json=in_flight, headers={"Idempotency-Key": "busy-key"}),
                    422, detail="reused with a different request")
     await pg_pool.execute("UPDATE api_idempotency SET request_sha256 = $1 WHERE key = 'busy-key'",
@@ -443,7 +443,7 @@ def test_settings_from_the_environment():
         "ESCALATION_API_TOKENS": "a, b,,c", "TEMPORAL_ADDRESS": "temporal:7233", "TEMPORAL_NAMESPACE": "prod",
         "ESCALATION_API_HOST": "0.0.0.0", "ESCALATION_API_PORT": "9000", "DATABASE_URL": "postgresql://x/y",
     }, port=9100)
-    assert settings.tokens == ("a", "b", "c")
+    assert [t.name for t in settings.api_tokens] == ["legacy-1", "legacy-2", "legacy-3"]
     assert settings.temporal["target_host"] == "temporal:7233" and settings.namespace == "prod"
     assert (settings.host, settings.port) == ("0.0.0.0", 9100)
     assert settings.task_queue == "escalations" and settings.max_body_bytes == 1024 * 1024

@@ -87,7 +87,7 @@ def test_escalations_api_refuses_to_run_open():
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "error: ESCALATION_API_TOKENS is empty: the API refuses to start without bearer tokens "
-        "(set one or more, comma-separated)"
+        "(set one or more, comma-separated, or ESCALATION_API_TOKENS_FILE)"
     ]
 
 

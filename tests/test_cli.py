@@ -18,6 +18,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from escalations.cli.escalations import relative
+from escalations.cli.principal import cli_principal
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_path
 from tests.helpers.polling import eventually
@@ -67,7 +68,7 @@ def one_line_error(result: Result) -> str:
 def request_file(tmp_path: Path, **overrides: Any) -> tuple[str, Path]:
     request = blog_request(**overrides)
     path = tmp_path / f"{request.ticket_id}.json"
-    path.write_text(json.dumps(request.model_dump(mode="json")), encoding="utf-8")
+    path.write_text(json.dumps(request.as_body()), encoding="utf-8")
     return request.ticket_id, path
 
 
@@ -106,6 +107,12 @@ async def test_an_escalation_from_start_to_closed(cli, start_worker, tmp_path):
 
         closed = ok(await cli("status", ticket))  # from the read model
         assert "closed" in closed and "completed by dana" in closed and "needs management [VIP]" in closed
+        # Beside each self-declared name, the principal that ran the command: the OS user.
+        via = f"(via {cli_principal()})"
+        words = " ".join(closed.split())
+        for shown in (f"resolved by dana {via}", f"completed by dana {via}", f"opened by cli {via}",
+                      f"│ by dana {via} │ needs management [VIP]"):
+            assert shown in words, shown
         without_db = ok(await cli("status", ticket, env={"DATABASE_URL": None}))  # the run's result
         assert "closed" in without_db
 
@@ -138,6 +145,16 @@ async def test_errors_are_one_line(cli, start_worker, tmp_path):
         "postmortem", ticket, "--by", "x", "--summary", "s", "--root-cause", "r"))
     assert "status: Input should be" in one_line_error(await cli("list", "--status", "gone"))
     assert "customer_id must match" in one_line_error(await cli("list", "--customer-id", "x' OR 'a'='a"))
+    # What opened an escalation is for escalations to say, never the request file.
+    forged = blog_request().as_body() | {"trigger": {"source": "sweep", "criterion": "many-users"}}
+    file = tmp_path / "forged.json"
+    file.write_text(json.dumps(forged), encoding="utf-8")
+    line = one_line_error(await cli("start", str(file)))
+    assert "trigger: set by escalations itself" in line
+    traversal = tmp_path / "traversal.json"
+    traversal.write_text(json.dumps(blog_request().as_body() | {"policy": "../../../../etc/hostname"}),
+                         encoding="utf-8")
+    assert "policy: String should match pattern" in one_line_error(await cli("start", str(traversal)))
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")

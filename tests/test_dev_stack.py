@@ -22,7 +22,8 @@ from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
 
-STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "webhook_secret"}
+STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "api_read_token",
+              "webhook_secret"}
 
 
 async def assert_private(data_dir: Path, stack: dict, log: Path) -> None:
@@ -69,6 +70,11 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
             listed = await http.get(f"{stack['api_url']}/escalations",
                                     headers={"Authorization": f"Bearer {stack['api_token']}"})
             assert listed.status_code == 200
+            # The read token reads, and only reads.
+            reader = {"Authorization": f"Bearer {stack['api_read_token']}"}
+            assert (await http.get(f"{stack['api_url']}/escalations", headers=reader)).status_code == 200
+            refused = await http.post(f"{stack['api_url']}/escalations", json={}, headers=reader)
+            assert refused.status_code == 403 and refused.json()["missing_scope"] == "start"
         client = await Client.connect(stack["temporal_address"], data_converter=pydantic_data_converter)
         schedules = [s.id async for s in await client.list_schedules()]
         assert "escalation-criteria-sweep" in schedules

@@ -34,7 +34,8 @@ def load(path: Path) -> WorkflowHistory:
 def test_histories_are_checked_in():
     names = {path.stem for path in HISTORIES}
     assert {"escalation-blog-lifecycle", "postmortem-blog-lifecycle", "escalation-breach-and-climb",
-            "escalation-continue-as-new", "sweep", "escalation-commands", "escalation-failing-channels"} <= names
+            "escalation-continue-as-new", "sweep", "escalation-commands", "escalation-failing-channels",
+            "housekeeping-before-purge", "housekeeping-purge"} <= names
     assert len(STUCK) == 5
 
 

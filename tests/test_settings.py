@@ -31,7 +31,8 @@ def test_booleans_durations_lists_and_per_target_urls():
                                       "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS": "2s"})
     assert worker.strict_sandbox is True and worker.sticky_queue_timeout.total_seconds() == 2
     api = ApiSettings.from_env({"ESCALATION_API_TOKENS": " a, b ,", "TEMPORAL_ADDRESS": "temporal:7233"})
-    assert api.tokens == ("a", "b") and api.temporal["target_host"] == "temporal:7233"
+    assert [t.name for t in api.api_tokens] == ["legacy-1", "legacy-2"]
+    assert api.temporal["target_host"] == "temporal:7233"
     channels = NotificationSettings.from_env({"ESCALATION_SLACK_WEBHOOK_URL_ENG_ONCALL": "https://hooks/x"})
     assert channels.chat_webhook_url("slack", "#eng-oncall").get_secret_value() == "https://hooks/x"
 

@@ -225,7 +225,8 @@ async def test_zendesk_endpoint_stores_the_mapped_ticket(api, pg_pool):
 
 async def test_zendesk_custom_field_ids_from_the_settings(pg_pool):
     # ApiSettings gains ``zendesk_fields`` (ESCALATION_ZENDESK_FIELDS) when the lead wires it.
-    settings = SimpleNamespace(tokens=(TOKEN,), zendesk_fields=parse_zendesk_field_map("integration_id=360002"))
+    settings = SimpleNamespace(api_tokens=ApiSettings.of(tokens=(TOKEN,)).api_tokens,
+                               zendesk_fields=parse_zendesk_field_map("integration_id=360002"))
     transport = httpx.ASGITransport(app=make_app(pg_pool, settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://tickets.test") as http:
         response = await http.post("/tickets/zendesk", json=zendesk_body(), headers=AUTH)

@@ -69,6 +69,7 @@ class PostmortemWorkflow:
         assert self._completed_at is not None
         return PostmortemResult(
             completed_by=done.by,
+            completed_via=done.via,
             completed_at=self._completed_at,
             summary=done.summary,
             root_cause=done.root_cause,

@@ -172,6 +172,7 @@ def _enter_level(state: RunState, level: str, at: datetime, changes: list[Change
     view.level_name = policy.responder_name(level)
     view.acknowledged_at = None
     view.acknowledged_by = None
+    view.acknowledged_via = None
     if level not in view.paged_levels:
         view.paged_levels.append(level)
     paging = routing.paging(policy, level, at)
@@ -203,10 +204,10 @@ def _enter_level(state: RunState, level: str, at: datetime, changes: list[Change
 
 
 def _move(state: RunState, to_level: str, at: datetime, changes: list[Change], *,
-          reason: str, auto: bool, by: str | None) -> None:
+          reason: str, auto: bool, by: str | None, via: str | None = None) -> None:
     view, policy = state.view, state.policy
     from_level = view.level
-    entry = PathEntry(from_level=from_level, to_level=to_level, reason=reason, auto=auto, at=at, by=by)
+    entry = PathEntry(from_level=from_level, to_level=to_level, reason=reason, auto=auto, at=at, by=by, via=via)
     view.path.append(entry)
     if auto:
         view.counts.auto_escalations += 1
@@ -214,7 +215,7 @@ def _move(state: RunState, to_level: str, at: datetime, changes: list[Change], *
         view.counts.manual_escalations += 1
     change = Change(
         "escalated",
-        {"from_level": from_level, "to_level": to_level, "reason": reason, "auto": auto, "by": by,
+        {"from_level": from_level, "to_level": to_level, "reason": reason, "auto": auto, "by": by, "via": via,
          "rank": policy.rank(to_level), "path_entry": entry.model_dump(mode="json")},
     )
     changes.append(change)
@@ -224,11 +225,13 @@ def _move(state: RunState, to_level: str, at: datetime, changes: list[Change], *
     )
 
 
-def _resume(state: RunState, at: datetime, *, by: str, auto: bool, changes: list[Change]) -> None:
+def _resume(state: RunState, at: datetime, *, by: str, auto: bool, changes: list[Change],
+            via: str | None = None) -> None:
     paused_since = state.clocks.paused_since
     assert paused_since is not None
     state.clocks = clk.unpaused(state.clocks, at)
-    payload: dict[str, Any] = {"by": by, "auto": auto, "paused_seconds": (at - paused_since).total_seconds()}
+    payload: dict[str, Any] = {"by": by, "via": via, "auto": auto,
+                               "paused_seconds": (at - paused_since).total_seconds()}
     if auto:
         payload["reason"] = (
             f"paused longer than the maximum of {format_duration(state.clocks.max_pause or timedelta(0))}"
@@ -401,15 +404,17 @@ def acknowledge(state: RunState, command: AcknowledgeCommand, at: datetime) -> D
     consulted = next((c for c in view.consulted if c.level == command.level), None)
     if consulted is not None and command.level != view.level:
         consulted.acknowledged_by = command.by
+        consulted.acknowledged_via = command.via
         consulted.acknowledged_at = at
         return Decision(state, [Change("consulted_acknowledged",
-                                       {"level": consulted.level, "by": command.by,
+                                       {"level": consulted.level, "by": command.by, "via": command.via,
                                         "consulted": [c.model_dump(mode="json") for c in view.consulted]})])
     state.clocks.ack = None
     state.clocks.ack_reminders = 0
     view.acknowledged_at = at
     view.acknowledged_by = command.by
-    return Decision(state, [Change("acknowledged", {"level": view.level, "by": command.by})])
+    view.acknowledged_via = command.via
+    return Decision(state, [Change("acknowledged", {"level": view.level, "by": command.by, "via": command.via})])
 
 
 def check_escalate(state: RunState, command: EscalateCommand) -> str:
@@ -434,7 +439,7 @@ def escalate(state: RunState, command: EscalateCommand, at: datetime) -> Decisio
     target = check_escalate(state, command)
     state = draft(state)
     changes: list[Change] = []
-    _move(state, target, at, changes, reason=command.reason, auto=False, by=command.by)
+    _move(state, target, at, changes, reason=command.reason, auto=False, by=command.by, via=command.via)
     return Decision(state, changes)
 
 
@@ -446,7 +451,7 @@ def add_note(state: RunState, command: AddNoteCommand, at: datetime) -> Decision
     check_add_note(state, command)
     state = draft(state)
     state.view.counts.notes += 1
-    change = Change("note_added", {"author": command.author, "text": command.text,
+    change = Change("note_added", {"author": command.author, "via": command.via, "text": command.text,
                                    "customer_visible": command.customer_visible})
     if command.customer_visible:
         state.view.counts.customer_updates += 1
@@ -478,7 +483,7 @@ def pause(state: RunState, command: PauseCommand, at: datetime) -> Decision:
         max_pause=targets.max_pause or state.policy.max_pause,
     )
     state.view.counts.pauses += 1
-    return Decision(state, [Change("paused", {"by": command.by, "reason": command.reason})])
+    return Decision(state, [Change("paused", {"by": command.by, "via": command.via, "reason": command.reason})])
 
 
 def check_resume(state: RunState, command: ResumeCommand | None = None) -> None:
@@ -491,7 +496,7 @@ def resume(state: RunState, command: ResumeCommand, at: datetime) -> Decision:
     check_resume(state, command)
     state = draft(state)
     changes: list[Change] = []
-    _resume(state, at, by=command.by, auto=False, changes=changes)
+    _resume(state, at, by=command.by, auto=False, changes=changes, via=command.via)
     return Decision(state, changes)
 
 
@@ -523,7 +528,7 @@ def resolve(state: RunState, command: ResolveCommand, at: datetime, plan: Postmo
     view.resolved_at = at
     view.resolution = Resolution(by=command.by, at=at, root_cause=command.root_cause,
                                  mitigation=command.mitigation,
-                                 preventive_actions=list(command.preventive_actions))
+                                 preventive_actions=list(command.preventive_actions), via=command.via)
     view.postmortem = PostmortemState(workflow_id=plan.workflow_id, owner=plan.owner, due=plan.due)
     owner_notify = Notify("postmortem", "postmortem_assigned",
                           contacts=[plan.owner_contact] if plan.owner_contact else None,
@@ -531,7 +536,7 @@ def resolve(state: RunState, command: ResolveCommand, at: datetime, plan: Postmo
                           extra={"postmortem_due": plan.due.isoformat()})
     resolution = view.resolution.model_dump(mode="json")
     return Decision(state, [
-        Change("resolved", {"by": command.by, "resolved_at": at.isoformat(),
+        Change("resolved", {"by": command.by, "via": command.via, "resolved_at": at.isoformat(),
                             "root_cause": command.root_cause, "mitigation": command.mitigation,
                             "preventive_actions": list(command.preventive_actions),
                             "resolution_seconds": net.total_seconds(),
@@ -571,7 +576,7 @@ def apply_policy(state: RunState, command: ApplyPolicyCommand, policy: Policy) -
     })
     state.policy = policy
     view.policy = PolicyRef(name=policy.name, version=policy.version)
-    return Decision(state, [Change("policy_applied", {"by": command.by, "from_version": old,
+    return Decision(state, [Change("policy_applied", {"by": command.by, "via": command.via, "from_version": old,
                                                       "to_version": policy.version})])
 
 
@@ -606,6 +611,7 @@ def close(state: RunState, result: Any, at: datetime) -> Decision:
     assert postmortem is not None
     postmortem.completed_at = result.completed_at
     postmortem.completed_by = result.completed_by
+    postmortem.completed_via = result.completed_via
     postmortem.summary = result.summary
     postmortem.root_cause = result.root_cause
     postmortem.improvements = result.improvements
@@ -617,7 +623,7 @@ def close(state: RunState, result: Any, at: datetime) -> Decision:
     state.view.closed_at = at
     return Decision(state, [
         Change("postmortem_completed", {"postmortem": postmortem.model_dump(mode="json"),
-                                        "by": result.completed_by}),
+                                        "by": result.completed_by, "via": result.completed_via}),
         Change("closed"),
     ])
 

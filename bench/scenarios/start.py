@@ -90,7 +90,7 @@ async def run(ctx: Context) -> Outcome:
                 failures: list[int] = []
 
                 async def post(_: int) -> None:
-                    response = await http.post("/escalations", json=bench_request().model_dump(mode="json"))
+                    response = await http.post("/escalations", json=bench_request().as_body())
                     if response.status_code != 201:
                         failures.append(response.status_code)
 

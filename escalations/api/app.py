@@ -1,9 +1,11 @@
 """The FastAPI application: ``create_app(settings)``.
 
 One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route but the probes
-(``/livez``, ``/readyz``, ``/healthz``) and ``/metrics`` needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
-schema holds no data, and client generators and the docs page need it).
+made in the lifespan and kept on ``app.state``. Every route declares the scope its bearer
+token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
+``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
+refuses a route that declares neither. ``/openapi.json`` and ``/docs`` stay public on purpose
+(the schema holds no data, and client generators and the docs page need it).
 Errors are RFC 9457 problem documents. Every request has an id (``X-Request-ID``), an
 access-log line and request metrics (``escalations.api.observe``); with tracing on, a span
 that the workflow's spans continue.
@@ -39,7 +41,7 @@ from temporalio.service import RetryConfig
 
 from escalations import client as ec
 from escalations.api import escalations, feedback, health, observe, tickets
-from escalations.api.deps import api_routes, requires_token
+from escalations.api.deps import api_routes, route_scope, undeclared_routes
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.observe import RequestContextMiddleware
 from escalations.api.problems import (
@@ -65,8 +67,10 @@ Customer escalations on durable Temporal timers: start an escalation, act on it
 (acknowledge, escalate, note, pause, resume, resolve, postmortem), read its live
 state, list escalations, record CSAT and read KPIs.
 
-Authenticate with `Authorization: Bearer <token>` (tokens from `ESCALATION_API_TOKENS`)
-on every route but the probes (`/livez`, `/readyz`, `/healthz`) and `/metrics`. Errors are
+Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, from
+`ESCALATION_API_TOKENS`) on every route but the probes (`/livez`, `/readyz`, `/healthz`) and
+`/metrics`: each route names the scope it needs (`read`, `start`, `act`, `tickets`, `csat`;
+`admin` holds them all). 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
 as `request_id`.
 """
@@ -135,6 +139,11 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     ``sdk_metrics``: the Temporal runtime whose metrics ``/metrics`` adds (``serve`` makes one);
     ``tracing``: spans for requests and the client's Temporal calls."""
     settings.check()
+    legacy = [token.name for token in settings.api_tokens if token.legacy]
+    if legacy:
+        log.warning("ESCALATION_API_TOKENS holds %d bare token(s) of the old format (%s): each has every scope; "
+                    "give each a name and scopes (NAME:SCOPE+SCOPE:SHA256, docs/api.md)", len(legacy),
+                    ", ".join(legacy))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -165,6 +174,10 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.include_router(tickets.router)
     app.include_router(health.router)
     app.include_router(observe.router)
+    undeclared = undeclared_routes(app)
+    if undeclared:  # a route nobody decided on is never served, let alone open
+        raise RuntimeError(f"routes without a scope (Depends(Requires(...))) or Depends(public): "
+                           f"{', '.join(undeclared)}")
 
     app.add_exception_handler(ProblemError, problem_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
@@ -206,7 +219,8 @@ async def escalation_error_handler(request: Request, exc: Exception) -> JSONResp
     if isinstance(exc, ec.InvalidRequest):
         where = "query" if exc.kind == "invalid_filter" else "body"
         error = {"loc": [where, *exc.loc], "msg": exc.message, "type": exc.kind}
-        extra = {"known_categories": exc.known} if exc.field == "category" else {}
+        known = {"category": "known_categories", "policy": "known_policies"}.get(exc.field)
+        extra = {known: exc.known} if known else {}
         return problem_response(422, exc.message, slug=exc.kind.replace("_", "-"), errors=[error], extra=extra)
     if isinstance(exc, ec.EscalationNotReady):
         return problem_response(503, exc.message, slug="not-ready", headers={"Retry-After": "1"},
@@ -223,15 +237,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer",
-        "description": "One of the tokens in ESCALATION_API_TOKENS",
+        "description": "A named token of ESCALATION_API_TOKENS; each route says the scope it needs "
+                       "(x-required-scope)",
     }
-    guarded = {(path, method.lower()) for path, route in api_routes(app)
-               if requires_token(route) for method in route.methods}
+    guarded = {(path, method.lower()): scope for path, route in api_routes(app)
+               if (scope := route_scope(route)) is not None for method in route.methods}
     _describe_durations(components.get("schemas", {}))
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if (path, method) in guarded:
+                scope = guarded[(path, method)]
                 operation["security"] = [{"bearer": []}]
+                operation["x-required-scope"] = scope
+                operation["description"] = (operation.get("description", "") +
+                                            f"\n\nScope: `{scope}` (or `admin`).").strip()
             for code, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if code[:1] in "45" and "application/json" in content:

@@ -1,4 +1,9 @@
-"""``/escalations``: start, read, list, and act on escalations (workflow updates)."""
+"""``/escalations``: start, read, list, and act on escalations (workflow updates).
+
+Scopes: ``read`` for GET, ``start`` for POST /escalations, ``act`` for the commands. The calling
+principal (``api:<token name>``) is recorded by every start and command (``via``); a body that
+sets ``via`` or ``trigger`` itself is refused.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,16 @@ from temporalio.client import Client
 from escalations import client as escalations
 from escalations.api import idempotency
 from escalations.api.deps import (
+    ACT,
+    READ,
+    START,
+    Principal,
     get_client,
     get_policies,
     get_pool,
     get_settings,
     get_timeouts,
-    require_token,
+    refuse_server_set,
 )
 from escalations.api.responses import problems
 from escalations.db import readmodel
@@ -39,7 +48,7 @@ from schemas.escalation import (
 )
 from schemas.policy import Kind, Priority
 
-router = APIRouter(prefix="/escalations", tags=["escalations"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/escalations", tags=["escalations"])
 
 START_SCOPE = "POST /escalations"
 TicketIdPath = Annotated[str, Path(pattern=escalations.SLUG_PATTERN, description="The ticket id, e.g. SF-1042",
@@ -49,6 +58,9 @@ ClientDep = Annotated[Client, Depends(get_client)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 TimeoutsDep = Annotated[escalations.Timeouts, Depends(get_timeouts)]
+# The scope each route needs; the dependency answers the calling principal.
+Starter = Annotated[Principal, Depends(START)]
+Actor = Annotated[Principal, Depends(ACT)]
 
 BLOG_EXAMPLE = EscalationRequest.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
 
@@ -74,9 +86,10 @@ def _now() -> datetime:
     status_code=201,
     response_model=StartResponse,
     summary="Start an escalation",
-    responses=problems(400, 401, 409, 413, 422, 503, 504),
+    responses=problems(400, 401, 403, 409, 413, 422, 503, 504),
 )
 async def start_escalation(
+    principal: Starter,
     body: Annotated[
         EscalationRequest,
         Body(openapi_examples={"salesforce-sync": {
@@ -94,11 +107,16 @@ async def start_escalation(
                description="Retry-safe starts: the same key and body replay the first 201"),
     ] = None,
 ) -> Any:
-    """Open ``escalation-<ticket_id>``. 409 names the open escalation when the ticket has one."""
+    """Open ``escalation-<ticket_id>``. 409 names the open escalation when the ticket has one.
+
+    Scope ``start``. The trigger is ``{source: api, via: api:<token name>}``; a body that sets
+    ``trigger`` is refused (422)."""
+    refuse_server_set(body)
     escalations.check_request(policies, body)
     digest = idempotency.request_digest(body)
+    caller = principal.via
     if idempotency_key is not None:
-        replay = await idempotency.claim(pool, START_SCOPE, idempotency_key, digest, _now(),
+        replay = await idempotency.claim(pool, caller, START_SCOPE, idempotency_key, digest, _now(),
                                          settings.idempotency_ttl)
         if replay is not None:
             return JSONResponse(replay.body, status_code=replay.status_code,
@@ -106,10 +124,10 @@ async def start_escalation(
                                          "Idempotent-Replayed": "true"})
     try:
         handle = await escalations.start_escalation(client, body, task_queue=settings.task_queue, source="api",
-                                                    timeouts=timeouts)
+                                                    via=caller, timeouts=timeouts)
     except Exception:
         if idempotency_key is not None:
-            await idempotency.release(pool, START_SCOPE, idempotency_key)
+            await idempotency.release(pool, caller, START_SCOPE, idempotency_key)
         raise
     run_id = handle.first_execution_run_id or handle.result_run_id or ""
     result = StartResponse(
@@ -117,7 +135,8 @@ async def start_escalation(
         ui_url=escalations.ui_link(settings.ui_url, settings.namespace, handle.id, run_id),
     )
     if idempotency_key is not None:
-        await idempotency.complete(pool, START_SCOPE, idempotency_key, 201, result.model_dump(mode="json"), _now())
+        await idempotency.complete(pool, caller, START_SCOPE, idempotency_key, 201, result.model_dump(mode="json"),
+                                   _now())
     response.headers["Location"] = f"/escalations/{body.ticket_id}"
     return result
 
@@ -126,7 +145,8 @@ async def start_escalation(
     "",
     response_model=EscalationList,
     summary="List escalations (Temporal visibility)",
-    responses=problems(401, 422, 503, 504),
+    responses=problems(401, 403, 422, 503, 504),
+    dependencies=[Depends(READ)],
 )
 async def list_escalations(
     client: ClientDep,
@@ -152,7 +172,8 @@ async def list_escalations(
     "/{ticket_id}",
     response_model=EscalationState,
     summary="The ticket's latest escalation",
-    responses=problems(401, 404, 422, 503, 504),
+    responses=problems(401, 403, 404, 422, 503, 504),
+    dependencies=[Depends(READ)],
 )
 async def get_escalation(ticket_id: TicketIdPath, client: ClientDep, pool: PoolDep,
                          timeouts: TimeoutsDep) -> EscalationState:
@@ -165,62 +186,69 @@ async def get_escalation(ticket_id: TicketIdPath, client: ClientDep, pool: PoolD
     return await escalations.get_state(client, ticket_id, recorded=recorded, timeouts=timeouts)
 
 
-COMMAND_RESPONSES = problems(400, 401, 404, 409, 413, 422, 503, 504)
+COMMAND_RESPONSES = problems(400, 401, 403, 404, 409, 413, 422, 503, 504)
 
 
 @router.post("/{ticket_id}/acknowledge", response_model=EscalationState, summary="Acknowledge",
              responses=COMMAND_RESPONSES)
-async def acknowledge(ticket_id: TicketIdPath, command: AcknowledgeCommand, client: ClientDep,
+async def acknowledge(ticket_id: TicketIdPath, command: AcknowledgeCommand, principal: Actor, client: ClientDep,
                       timeouts: TimeoutsDep) -> EscalationState:
     """Update ``acknowledge``: stops the current level's acknowledgement clock."""
-    return await escalations.acknowledge(client, ticket_id, command, timeouts=timeouts)
+    refuse_server_set(command)
+    return await escalations.acknowledge(client, ticket_id, command, timeouts=timeouts, via=principal.via)
 
 
 @router.post("/{ticket_id}/escalate", response_model=EscalationState, summary="Escalate",
              responses=COMMAND_RESPONSES)
-async def escalate(ticket_id: TicketIdPath, command: EscalateCommand, client: ClientDep,
+async def escalate(ticket_id: TicketIdPath, command: EscalateCommand, principal: Actor, client: ClientDep,
                    timeouts: TimeoutsDep) -> EscalationState:
     """Update ``escalate``: to the next level, or to ``to_level``."""
-    return await escalations.escalate(client, ticket_id, command, timeouts=timeouts)
+    refuse_server_set(command)
+    return await escalations.escalate(client, ticket_id, command, timeouts=timeouts, via=principal.via)
 
 
 @router.post("/{ticket_id}/notes", response_model=EscalationState, summary="Add a note",
              responses=COMMAND_RESPONSES)
-async def add_note(ticket_id: TicketIdPath, command: AddNoteCommand, client: ClientDep,
+async def add_note(ticket_id: TicketIdPath, command: AddNoteCommand, principal: Actor, client: ClientDep,
                    timeouts: TimeoutsDep) -> EscalationState:
     """Update ``add_note``; a customer-visible note restarts the customer update cadence."""
-    return await escalations.add_note(client, ticket_id, command, timeouts=timeouts)
+    refuse_server_set(command)
+    return await escalations.add_note(client, ticket_id, command, timeouts=timeouts, via=principal.via)
 
 
 @router.post("/{ticket_id}/pause", response_model=EscalationState, summary="Pause (waiting on customer)",
              responses=COMMAND_RESPONSES)
-async def pause(ticket_id: TicketIdPath, command: PauseCommand, client: ClientDep,
+async def pause(ticket_id: TicketIdPath, command: PauseCommand, principal: Actor, client: ClientDep,
                 timeouts: TimeoutsDep) -> EscalationState:
     """Update ``pause``: stops the resolution and cadence clocks, keeping their budget."""
-    return await escalations.pause(client, ticket_id, command, timeouts=timeouts)
+    refuse_server_set(command)
+    return await escalations.pause(client, ticket_id, command, timeouts=timeouts, via=principal.via)
 
 
 @router.post("/{ticket_id}/resume", response_model=EscalationState, summary="Resume",
              responses=COMMAND_RESPONSES)
-async def resume(ticket_id: TicketIdPath, command: ResumeCommand, client: ClientDep,
+async def resume(ticket_id: TicketIdPath, command: ResumeCommand, principal: Actor, client: ClientDep,
                  timeouts: TimeoutsDep) -> EscalationState:
     """Update ``resume``."""
-    return await escalations.resume(client, ticket_id, command, timeouts=timeouts)
+    refuse_server_set(command)
+    return await escalations.resume(client, ticket_id, command, timeouts=timeouts, via=principal.via)
 
 
 @router.post("/{ticket_id}/resolve", response_model=EscalationState, summary="Resolve",
              responses=COMMAND_RESPONSES)
-async def resolve(ticket_id: TicketIdPath, command: ResolveCommand, client: ClientDep,
+async def resolve(ticket_id: TicketIdPath, command: ResolveCommand, principal: Actor, client: ClientDep,
                   timeouts: TimeoutsDep) -> EscalationState:
     """Update ``resolve``: tells the customer, requests CSAT, opens the postmortem task."""
-    return await escalations.resolve(client, ticket_id, command, timeouts=timeouts)
+    refuse_server_set(command)
+    return await escalations.resolve(client, ticket_id, command, timeouts=timeouts, via=principal.via)
 
 
 @router.post("/{ticket_id}/postmortem", response_model=EscalationState, summary="Complete the postmortem",
              responses=COMMAND_RESPONSES)
-async def complete_postmortem(ticket_id: TicketIdPath, command: CompletePostmortemCommand,
+async def complete_postmortem(ticket_id: TicketIdPath, command: CompletePostmortemCommand, principal: Actor,
                               client: ClientDep, settings: SettingsDep, timeouts: TimeoutsDep) -> EscalationState:
     """Update ``complete`` on ``postmortem-<ticket_id>``; answers the closed escalation's final state
     (or its live state if it has not closed within the wait)."""
+    refuse_server_set(command)
     return await escalations.complete_postmortem(client, ticket_id, command, wait=settings.postmortem_wait,
-                                                 timeouts=timeouts)
+                                                 timeouts=timeouts, via=principal.via)

@@ -1,4 +1,5 @@
-"""CSAT after an escalation (``POST /escalations/{ticket_id}/csat``) and ``GET /kpis``."""
+"""CSAT after an escalation (``POST /escalations/{ticket_id}/csat``, scope ``csat``) and ``GET /kpis``
+(scope ``read``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Depends, Query
 
-from escalations.api.deps import get_pool, require_token
+from escalations.api.deps import CSAT, READ, get_pool
 from escalations.api.escalations import TicketIdPath
 from escalations.api.problems import ProblemError
 from escalations.api.responses import problems
 from escalations.db import csat, kpis
 from schemas.reporting import CsatRecord, CsatSubmission, KpiFilters, KpiReport
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter()
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 
 
@@ -24,7 +25,8 @@ PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
     response_model=CsatRecord,
     tags=["escalations"],
     summary="Record the customer's CSAT score",
-    responses=problems(400, 401, 404, 409, 413, 422, 503, 504),
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503, 504),
+    dependencies=[Depends(CSAT)],
 )
 async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool: PoolDep) -> CsatRecord:
     """A 1–5 score for the ticket's latest escalation, within the policy's ``csat_window`` after
@@ -48,7 +50,8 @@ async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool:
     response_model=KpiReport,
     tags=["kpis"],
     summary="Escalation KPIs",
-    responses=problems(401, 422, 503, 504),
+    responses=problems(401, 403, 422, 503, 504),
+    dependencies=[Depends(READ)],
 )
 async def get_kpis(filters: Annotated[KpiFilters, Query()], pool: PoolDep) -> KpiReport:
     """Share resolved within SLA, time to resolution (net of pauses), CSAT, repeats, frequencies;

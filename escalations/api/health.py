@@ -16,10 +16,11 @@ import logging
 from datetime import timedelta
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from escalations.api.deps import public
 from escalations.api.problems import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -28,7 +29,8 @@ from escalations.api.problems import (
 )
 from escalations.db.pool import ping
 
-router = APIRouter(tags=["health"])
+# Public on purpose (probes carry no token): answers are status words, never error text.
+router = APIRouter(tags=["health"], dependencies=[Depends(public)])
 log = logging.getLogger("escalations.api")
 CHECK_TIMEOUT = 2.0
 """Default of ``ApiSettings.health_timeout``, for apps without settings."""

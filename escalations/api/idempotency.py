@@ -1,10 +1,11 @@
 """``Idempotency-Key`` for POST /escalations, kept in Postgres (table ``api_idempotency``).
 
-A key is claimed before the start and completed with the 201 response; an
+A key belongs to the calling principal (``api:<token name>``): two callers sending the same
+key are two keys. A key is claimed before the start and completed with the 201 response; an
 identical retry (same key, same canonical body) replays that response, the same
 key with a different body is refused. A failed attempt releases its claim so a
-retry runs again. Keys expire after ``ttl``; a claim left behind by a crashed
-process is taken over after ``ABANDONED_AFTER``. The statements are in
+retry runs again. Keys expire after ``ttl`` (housekeeping purges them); a claim left behind
+by a crashed process is taken over after ``ABANDONED_AFTER``. The statements are in
 ``escalations/db/idempotency.py``; this module decides what the API answers.
 """
 
@@ -39,10 +40,11 @@ class Replay:
 
 
 async def claim(
-    pool: asyncpg.Pool, scope: str, key: str, digest: str, now: datetime, ttl: timedelta
+    pool: asyncpg.Pool, principal: str, scope: str, key: str, digest: str, now: datetime, ttl: timedelta
 ) -> Replay | None:
     """None: this request owns the key and must run. Replay: answer with the stored response."""
-    owned, row = await stored_keys.claim(pool, scope, key, digest, now, ttl=ttl, abandoned_after=ABANDONED_AFTER)
+    owned, row = await stored_keys.claim(pool, principal, scope, key, digest, now, ttl=ttl,
+                                         abandoned_after=ABANDONED_AFTER)
     if owned:
         return None
     if row is None:  # released between the two statements: the caller may try again
@@ -60,10 +62,10 @@ async def claim(
     return Replay(status_code=row["status_code"], body=row["response"])
 
 
-async def complete(pool: asyncpg.Pool, scope: str, key: str, status_code: int,
+async def complete(pool: asyncpg.Pool, principal: str, scope: str, key: str, status_code: int,
                    body: dict[str, Any], now: datetime) -> None:
-    await stored_keys.complete(pool, scope, key, status_code, body, now)
+    await stored_keys.complete(pool, principal, scope, key, status_code, body, now)
 
 
-async def release(pool: asyncpg.Pool, scope: str, key: str) -> None:
-    await stored_keys.release(pool, scope, key)
+async def release(pool: asyncpg.Pool, principal: str, scope: str, key: str) -> None:
+    await stored_keys.release(pool, principal, scope, key)

@@ -22,11 +22,11 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from escalations.api.deps import api_routes
+from escalations.api.deps import api_routes, public
 from escalations.api.problems import classify_fault
 from escalations.db.readmodel import open_escalation_counts
 from escalations.observability import metrics
@@ -38,7 +38,8 @@ log = logging.getLogger("escalations.api")
 HEADER = "X-Request-ID"
 _PLAUSIBLE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 UNMATCHED = "unmatched"
-router = APIRouter(tags=["health"])
+# Public on purpose (Prometheus scrapes without a token): counts and durations, no customer data.
+router = APIRouter(tags=["health"], dependencies=[Depends(public)])
 
 
 def request_id_of(scope: Scope) -> str:

@@ -3,7 +3,7 @@
 ``POST /tickets`` takes a ``Ticket`` (unknown keys are a 422) and upserts it: 201 when new,
 200 otherwise, the body saying ``inserted`` / ``updated`` / ``unchanged`` (the same
 ``updated_at`` again) / ``stale`` (an older ``updated_at`` than the stored one: nothing
-changes). ``POST /tickets/zendesk`` takes Zendesk's ticket JSON, maps it
+changes). Scope ``tickets``. ``POST /tickets/zendesk`` takes Zendesk's ticket JSON, maps it
 (``schemas.ticket.from_zendesk``) and stores the result the same way.
 """
 
@@ -16,7 +16,7 @@ import asyncpg
 from fastapi import APIRouter, Body, Depends, Response
 from pydantic import ValidationError
 
-from escalations.api.deps import get_pool, get_settings, require_token
+from escalations.api.deps import TICKETS, get_pool, get_settings
 from escalations.api.problems import (
     Problem,
     ProblemError,
@@ -28,12 +28,13 @@ from escalations.db.tickets import upsert_ticket
 from escalations.settings import ApiSettings
 from schemas.ticket import Ticket, TicketUpsertResult, ZendeskWebhook, from_zendesk
 
-router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/tickets", tags=["tickets"], dependencies=[Depends(TICKETS)])
 
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": TicketUpsertResult, "description": "Already stored: updated, unchanged or stale"},
     401: {"model": Problem, "description": "Missing or unknown bearer token"},
+    403: {"model": Problem, "description": DESCRIPTIONS[403]},
     422: {"model": ValidationProblem, "description": "Field errors; nothing was stored"},
     503: {"model": Problem, "description": DESCRIPTIONS[503]},
     504: {"model": Problem, "description": DESCRIPTIONS[504]},

@@ -49,6 +49,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from escalations.cli.principal import cli_principal
 from escalations.client import EscalationAlreadyOpen, start_escalation
 from escalations.connect import (
     DEFAULT_DATA_DIR,
@@ -252,6 +253,7 @@ class Story:
         self.console = console
         self.task_queue = task_queue
         self.policy = policy
+        self.via = cli_principal()
         yesterday = datetime.now(UTC) - timedelta(days=1)
         self.request = EscalationRequest(
             ticket_id=options.ticket_id,
@@ -280,7 +282,7 @@ class Story:
                 ),
             ),
             policy="demo",
-            trigger=Trigger(source="cli", detail="Tier 1 (Sam Rivera) via `escalations demo`"),
+            trigger=Trigger(source="cli", detail="Tier 1 (Sam Rivera) via `escalations demo`", via=self.via),
         )
         self.workflow_id = self.request.workflow_id
         self.handle: Any = None
@@ -432,7 +434,11 @@ class Story:
     async def update(self, name: str, command: Any, run: Any = None) -> Any:
         from schemas.escalation import EscalationState
 
-        return await (run or self.handle).execute_update(name, command, result_type=EscalationState)
+        return await (run or self.handle).execute_update(name, self.as_caller(command), result_type=EscalationState)
+
+    def as_caller(self, command: Any) -> Any:
+        """The command as sent by whoever runs the demo (``via``), like any CLI command."""
+        return command.model_copy(update={"via": self.via})
 
     # -- the steps ---------------------------------------------------------------
 
@@ -612,7 +618,7 @@ class Story:
         review = self.client.get_workflow_handle(postmortem_id_for(request.ticket_id))
         await review.execute_update(
             "complete",
-            CompletePostmortemCommand(
+            self.as_caller(CompletePostmortemCommand(
                 by="Alex Chen (Engineering)",
                 summary="P1 Salesforce sync outage for Acme Corp, fixed by a hotfix within the SLA.",
                 root_cause="Unannounced Salesforce API schema change (renamed Account field).",
@@ -622,7 +628,7 @@ class Story:
                     "Add this case to the internal knowledge base",
                 ],
                 kb_article_url=KB_URL,
-            ),
+            )),
             result_type=PostmortemStatus,
         )
         state = await self.until(lambda s: s.status == "closed", "waiting for the escalation to close")
@@ -755,12 +761,12 @@ class Story:
         assert postmortem is not None, "a resolved escalation has a postmortem task"
         await self.client.get_workflow_handle(postmortem_id_for(ticket.id)).execute_update(
             "complete",
-            CompletePostmortemCommand(
+            self.as_caller(CompletePostmortemCommand(
                 by=responder,
                 summary=f"P3 ticket auto-escalated to P1 by the sweep ({trigger.detail}); fixed the same day.",
                 root_cause="Export time-out too short for month-end data volumes.",
                 improvements=["Alert when export failures spike for one customer"],
-            ),
+            )),
             result_type=PostmortemStatus,
         )
         self.swept = await asyncio.wait_for(run.result(), self.options.timeout)

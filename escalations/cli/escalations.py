@@ -30,6 +30,7 @@ from temporalio.service import RPCError
 from escalations import client as ec
 from escalations import connect
 from escalations.cli.failing import fail, one_line
+from escalations.cli.principal import cli_principal
 from escalations.connect import (
     DEFAULT_DATA_DIR,
     Connection,
@@ -48,6 +49,7 @@ from schemas.escalation import (
     ResolveCommand,
     ResumeCommand,
     Status,
+    server_set_fields,
 )
 from schemas.policy import Kind, PolicyError, Priority
 
@@ -150,11 +152,16 @@ def _read_request(file: Path) -> EscalationRequest:
     except OSError as err:
         fail(f"cannot read {file}: {err.strerror or err}")
     try:
-        return EscalationRequest.model_validate(json.loads(text))
+        request = EscalationRequest.model_validate(json.loads(text))
     except json.JSONDecodeError as err:
         fail(f"{file} is not JSON: {err.msg} (line {err.lineno})")
     except ValidationError as err:
         fail(f"{file}: {_invalid(err)}")
+    refused = server_set_fields(request)
+    if refused:
+        fail(f"{file}: invalid input: {', '.join(refused)}: set by escalations itself (who opened it: cli, "
+             "as you), never by the request; leave it out")
+    return request
 
 
 def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
@@ -167,7 +174,7 @@ def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
         return
     try:
         ec.check_request(PolicySource.from_setting(policy_file), request)
-    except PolicyError as err:
+    except PolicyError as err:  # the configured default policy itself is broken
         fail(str(err))
     except ec.InvalidRequest as err:
         fail(err.message)
@@ -182,7 +189,8 @@ def start(
     _check_routing(data_dir, request)
 
     async def action(connection: Connection, client: Client) -> None:
-        handle = await ec.start_escalation(client, request, task_queue=connection.task_queue, source="cli")
+        handle = await ec.start_escalation(client, request, task_queue=connection.task_queue, source="cli",
+                                           via=cli_principal())
         run_id = handle.first_execution_run_id or handle.result_run_id
         console = _console()
         console.print(f"started {handle.id} (run {run_id}) on task queue {connection.task_queue}")
@@ -204,7 +212,7 @@ def ack(
 ) -> None:
     """Acknowledge the escalation (stops the acknowledgement clock)."""
     command = _command(lambda: AcknowledgeCommand(by=by, level=level))
-    _update(data_dir, "acknowledged", lambda client: ec.acknowledge(client, ticket_id, command))
+    _update(data_dir, "acknowledged", lambda client: ec.acknowledge(client, ticket_id, command, via=cli_principal()))
 
 
 def escalate(
@@ -216,7 +224,7 @@ def escalate(
 ) -> None:
     """Escalate to the next level, or to --to-level."""
     command = _command(lambda: EscalateCommand(by=by, reason=reason, to_level=to_level))
-    _update(data_dir, "escalated", lambda client: ec.escalate(client, ticket_id, command))
+    _update(data_dir, "escalated", lambda client: ec.escalate(client, ticket_id, command, via=cli_principal()))
 
 
 def note(
@@ -228,7 +236,7 @@ def note(
 ) -> None:
     """Add a note; --customer-visible sends it to the customer (restarts the update cadence)."""
     command = _command(lambda: AddNoteCommand(author=author, text=text, customer_visible=customer_visible))
-    _update(data_dir, "note added", lambda client: ec.add_note(client, ticket_id, command))
+    _update(data_dir, "note added", lambda client: ec.add_note(client, ticket_id, command, via=cli_principal()))
 
 
 def pause(
@@ -239,13 +247,13 @@ def pause(
 ) -> None:
     """Pause the resolution and customer-update clocks."""
     command = _command(lambda: PauseCommand(by=by, reason=reason))
-    _update(data_dir, "paused", lambda client: ec.pause(client, ticket_id, command))
+    _update(data_dir, "paused", lambda client: ec.pause(client, ticket_id, command, via=cli_principal()))
 
 
 def resume(ticket_id: TicketArg, by: By, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Resume paused clocks."""
     command = _command(lambda: ResumeCommand(by=by))
-    _update(data_dir, "resumed", lambda client: ec.resume(client, ticket_id, command))
+    _update(data_dir, "resumed", lambda client: ec.resume(client, ticket_id, command, via=cli_principal()))
 
 
 def resolve(
@@ -259,7 +267,7 @@ def resolve(
     """Resolve: tells the customer, requests CSAT and opens the postmortem task."""
     command = _command(lambda: ResolveCommand(by=by, root_cause=root_cause, mitigation=mitigation,
                                               preventive_actions=list(preventive_action or [])))
-    _update(data_dir, "resolved", lambda client: ec.resolve(client, ticket_id, command))
+    _update(data_dir, "resolved", lambda client: ec.resolve(client, ticket_id, command, via=cli_principal()))
 
 
 def postmortem(
@@ -276,7 +284,7 @@ def postmortem(
         by=by, summary=summary, root_cause=root_cause, improvements=list(improvement or []),
         kb_article_url=kb_url))
     _update(data_dir, "postmortem completed",
-            lambda client: ec.complete_postmortem(client, ticket_id, command))
+            lambda client: ec.complete_postmortem(client, ticket_id, command, via=cli_principal()))
 
 
 # -- status ------------------------------------------------------------------------
@@ -307,6 +315,11 @@ def when(at: datetime | None, now: datetime) -> str:
     return f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({relative(at, now)})"
 
 
+def _via(principal: str | None) -> str:
+    """`` (via api:ops-bot)``: the calling principal beside a self-declared name."""
+    return f" (via {principal})" if principal else ""
+
+
 def render_state(state: EscalationState, now: datetime) -> Panel:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -320,7 +333,7 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
         ("customer", f"{state.customer.name} ({state.customer.id})"),
         ("level", f"{state.level_name} ({state.level})"),
         ("owner", owner),
-        ("acknowledged", f"{state.acknowledged_by} at {when(state.acknowledged_at, now)}"
+        ("acknowledged", f"{state.acknowledged_by}{_via(state.acknowledged_via)} at {when(state.acknowledged_at, now)}"
          if state.acknowledged_at else "no"),
         ("ack due", when(state.deadlines.ack_due, now)),
         ("resolve due", when(state.deadlines.resolve_due, now)),
@@ -335,10 +348,12 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
     if state.resolved_at:
         rows.append(("resolved", when(state.resolved_at, now)))
     if state.resolution:
+        rows.append(("resolved by", f"{state.resolution.by}{_via(state.resolution.via)}"))
         rows.append(("root cause", state.resolution.root_cause))
     if state.postmortem:
         pm = state.postmortem
-        done = f"completed by {pm.completed_by} at {when(pm.completed_at, now)}" if pm.completed_at else "open"
+        done = (f"completed by {pm.completed_by}{_via(pm.completed_via)} at {when(pm.completed_at, now)}"
+                if pm.completed_at else "open")
         rows.append(("postmortem", f"{done} · owner {pm.owner} · due {when(pm.due, now)}"))
     if state.closed_at:
         rows.append(("closed", when(state.closed_at, now)))
@@ -346,14 +361,15 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
                  + (f", {state.notifications_failed} failed" if state.notifications_failed else "")))
     rows.append(("policy", f"{state.policy.name} v{state.policy.version}"))
     rows.append(("opened by", state.trigger.source
-                 + (f" · {state.trigger.criterion}" if state.trigger.criterion else "")))
+                 + (f" · {state.trigger.criterion}" if state.trigger.criterion else "")
+                 + _via(state.trigger.via)))
     for key, value in rows:
         facts.add_row(key, value)
     path = Table(title="Escalation path", title_justify="left", expand=False)
     for column in ("at", "from", "to", "how", "reason"):
         path.add_column(column)
     for entry in state.path:
-        how = "auto" if entry.auto else f"by {entry.by or '?'}"
+        how = "auto" if entry.auto else f"by {entry.by or '?'}{_via(entry.via)}"
         path.add_row(f"{entry.at.astimezone(timezone.utc):%H:%M:%S}", entry.from_level or "—",
                      entry.to_level, how, entry.reason)
     parts: list[Any] = [facts]

@@ -22,7 +22,7 @@ COLUMNS = (
     "escalation_id", "ticket_id", "workflow_id", "status", "priority", "kind", "category",
     "customer_id", "customer", "title", "level", "level_name", "owner", "owner_contact", "route",
     "entry_level", "highest_level", "highest_rank", "levels_reached", "paged_levels", "consulted",
-    "trigger", "policy_name", "policy_version", "opened_at", "acknowledged_at", "acknowledged_by",
+    "trigger", "policy_name", "policy_version", "opened_at", "acknowledged_at", "acknowledged_by", "acknowledged_via",
     "first_acknowledged_at", "resolved_at", "resolved_by", "closed_at", "ack_due", "resolve_due",
     "next_customer_update_due", "sla_at_risk", "sla_breached", "breached_at", "paused_since",
     "paused_seconds", "resolution_seconds", "counts", "fingerprint", "repeat_of", "repeat_count",
@@ -93,6 +93,7 @@ def _opened(row: Row | None, event: DomainEvent) -> Row:
         "opened_at": _ts(view["opened_at"]),
         "acknowledged_at": None,
         "acknowledged_by": None,
+        "acknowledged_via": None,
         "first_acknowledged_at": None,
         "resolved_at": None,
         "resolved_by": None,
@@ -124,6 +125,7 @@ def _opened(row: Row | None, event: DomainEvent) -> Row:
 def _acknowledged(row: Row, event: DomainEvent) -> None:
     row["acknowledged_at"] = event.occurred_at
     row["acknowledged_by"] = event.payload["by"]
+    row["acknowledged_via"] = event.payload.get("via")
     row["first_acknowledged_at"] = row["first_acknowledged_at"] or event.occurred_at
 
 
@@ -137,6 +139,7 @@ def _escalated(row: Row, event: DomainEvent) -> None:
         row["highest_level"] = to_level
     row["acknowledged_at"] = None
     row["acknowledged_by"] = None
+    row["acknowledged_via"] = None
 
 
 def _breached(row: Row, event: DomainEvent) -> None:
@@ -157,7 +160,7 @@ def _resolved(row: Row, event: DomainEvent) -> None:
     row["resolved_by"] = event.payload["by"]
     row["resolution"] = {
         key: event.payload[key] for key in ("by", "root_cause", "mitigation", "preventive_actions")
-    } | {"at": at.isoformat()}
+    } | {"at": at.isoformat(), "via": event.payload.get("via")}
     row["resolution_seconds"] = event.payload["resolution_seconds"]
 
 

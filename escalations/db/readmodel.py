@@ -76,6 +76,7 @@ def state_from_row(row: asyncpg.Record | dict[str, Any], *, notifications_sent: 
             "opened_at": row["opened_at"],
             "acknowledged_at": row["acknowledged_at"],
             "acknowledged_by": row["acknowledged_by"],
+            "acknowledged_via": row["acknowledged_via"],
             "paused_since": row["paused_since"],
             "paused_total": timedelta(seconds=row["paused_seconds"] or 0.0),
             "resolved_at": row["resolved_at"],

@@ -62,6 +62,7 @@ from escalations.settings import (
     NotificationSettings,
     WorkerSettings,
     temporal_connect_config,
+    token_entry,
 )
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
@@ -89,17 +90,31 @@ class DevOptions:
     host: str = "127.0.0.1"
 
 
+DEV_ADMIN_TOKEN = "dev-admin"
+DEV_READ_TOKEN = "dev-read"
+
+
 def stack_secrets(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """API token and webhook secret: from the environment, else generated once and kept."""
-    kept = secrets.keep(data_dir, "api_token", "webhook_secret")
-    tokens = [t for t in environ.get("ESCALATION_API_TOKENS", "").split(",") if t.strip()]
+    """The stack's two API tokens (``api_token``: admin, ``api_read_token``: read) and the webhook
+    secret (from the environment when set): generated once and kept in ``DIR/secrets.json``."""
+    kept = secrets.keep(data_dir, "api_token", "api_read_token", "webhook_secret")
     return {
-        "api_token": tokens[0].strip() if tokens else kept["api_token"],
+        "api_token": kept["api_token"],
+        "api_read_token": kept["api_read_token"],
         "webhook_secret": environ.get("ESCALATION_WEBHOOK_SECRET") or kept["webhook_secret"],
     }
 
 
-# Printed when ready; the rest of stack.json (token, secrets, database URL with its password)
+def stack_tokens(kept: Mapping[str, str], environ: Mapping[str, str]) -> str:
+    """The API's token entries: the stack's own two (named ``dev-admin``, ``dev-read``; only their
+    digests), then whatever ESCALATION_API_TOKENS adds."""
+    entries = [token_entry(DEV_ADMIN_TOKEN, ["admin"], kept["api_token"]),
+               token_entry(DEV_READ_TOKEN, ["read"], kept["api_read_token"])]
+    given = environ.get("ESCALATION_API_TOKENS", "").strip()
+    return ",".join([*entries, given] if given else entries)
+
+
+# Printed when ready; the rest of stack.json (tokens, secrets, database URL with its password)
 # stays in the file: a terminal is shared, scrolled back, screen-shared and logged.
 PUBLIC_FIELDS = ("temporal_address", "namespace", "ui_url", "api_url", "task_queue", "policy_file")
 
@@ -295,7 +310,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         api_settings = ApiSettings.from_env(
             environ, temporal=temporal_config, database_url=database_url, task_queue=task_queue,
             policy_file=str(source.default_file), ui_url=temporal.ui_url, host=options.host,
-            port=options.api_port, tokens=environ.get("ESCALATION_API_TOKENS") or kept["api_token"])
+            port=options.api_port, tokens=stack_tokens(kept, environ))
         api_url = f"http://{options.host}:{options.api_port}"
         info = StackInfo(
             temporal_address=temporal.address,
@@ -303,6 +318,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             api_url=api_url,
             database_url=database_url,
             api_token=kept["api_token"],
+            api_read_token=kept["api_read_token"],
             webhook_secret=kept["webhook_secret"],
             task_queue=task_queue,
             policy_file=str(source.default_file),

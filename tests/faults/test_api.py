@@ -117,7 +117,7 @@ def ticket_body(ticket_id: str | None = None) -> dict[str, Any]:
 
 
 def escalation_body(ticket_id: str | None = None) -> dict[str, Any]:
-    return blog_request(ticket_id or f"SF-{uuid.uuid4().hex[:8]}").model_dump(mode="json")
+    return blog_request(ticket_id or f"SF-{uuid.uuid4().hex[:8]}").as_body()
 
 
 def assert_fault(response: httpx.Response, status: int, elapsed: float, bound: float, *,
