@@ -138,6 +138,8 @@ def _fill(path: str) -> str:
     return path.replace("{ticket_id}", "SF-1042")
 
 
+# The probes and Prometheus's scrape: status words and counts, no customer data.
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"), ("GET", "/metrics")}
 EXPECTED_SCOPES = {
     ("GET", "/escalations"): "read", ("GET", "/escalations/{ticket_id}"): "read", ("GET", "/kpis"): "read",
     ("POST", "/escalations"): "start",
@@ -151,7 +153,7 @@ EXPECTED_SCOPES = {
 async def test_every_route_declares_its_scope_and_a_token_without_it_gets_403(app, http, caplog):
     routes = [(method, path, route) for path, route in api_routes(app) for method in sorted(route.methods)]
     declared = {(method, path): route_scope(route) for method, path, route in routes if not is_public(route)}
-    assert {(m, p) for m, p, r in routes if is_public(r)} == {("GET", "/healthz")}
+    assert {(m, p) for m, p, r in routes if is_public(r)} == PUBLIC
     for key, scope in EXPECTED_SCOPES.items():
         assert declared.get(key) == scope, f"{key} declares {declared.get(key)}, not {scope}"
     assert all(scope in SCOPES for scope in declared.values()), declared
@@ -198,7 +200,7 @@ async def test_health_is_public_and_says_status_words_only(app, http):
     assert ok.status_code == 200 and ok.json() == {"status": "ok", "temporal": "ok", "postgres": "ok"}
     await app.state.pool.close()
     down = problem_of(await http.get("/healthz"), 503)
-    assert set(down) == {"type", "title", "status", "detail", "temporal", "postgres", "retry_after"}
+    assert set(down) == {"type", "title", "status", "detail", "temporal", "postgres", "retry_after", "request_id"}
     assert down["postgres"] == "unavailable" and down["detail"] == "postgres: unavailable"
 
 

@@ -7,7 +7,7 @@ opens at the billing department, and a P2 that stays at tier1. Then, in the UI:
 - the workflow list filtered by ``EscalationPriority="P1"`` shows both P1s and not the P2, with
   the escalation search attributes as columns (EscalationLevel, EscalationStatus, ...);
 - the run's page shows the static summary ("P1 · Acme Corp · ...") and details (handoff) and
-  the current details (level, owner, next deadline, last transition) under *User Metadata*
+  the current details (level, owner, next deadline, the path) under *User Metadata*
   (UI 2.54 renders each as markdown in its own iframe, ``iframe#user-metadata-*``), the search attributes under *Search
   Attributes*, and the named timers and activities in the timeline.
 
@@ -241,7 +241,7 @@ async def test_operator_reads_escalations_in_temporal_ui(
                 for text in (f"Ticket {p1.ticket_id}", "Customer Acme Corp", "sf-prod-7", "Steps to reproduce"):
                     await expect(details).to_contain_text(text)
                 for text in ("Status open", "Level Engineering", "Owner Engineering on-call",
-                             "Next deadline", "Last transition tier2 → engineering (auto)",
+                             "Next deadline", "Path", "tier2 → engineering (auto)",
                              "no acknowledgement from tier2 within 3s"):
                     await expect(current).to_contain_text(text)
                 shot = tmp_path / "ui-workflow-detail.png"

@@ -301,15 +301,21 @@ def test_the_lock_pins_every_runtime_dependency_and_no_extra() -> None:
 
 
 def test_the_entrypoint_turns_secret_files_into_variables(tmp_path: Path) -> None:
-    secret = tmp_path / "api_tokens"
+    secret = tmp_path / "webhook_secret"
     secret.write_text("t0ken\n")
-    env = {"PATH": os.environ["PATH"], "ESCALATION_API_TOKENS_FILE": str(secret),
-           "PGPASSWORD_FILE": str(secret), "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    tokens = tmp_path / "api_tokens"
+    tokens.write_text("ops-admin:admin:0123\n")
+    env = {"PATH": os.environ["PATH"], "ESCALATION_WEBHOOK_SECRET_FILE": str(secret),
+           "PGPASSWORD_FILE": str(secret), "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+           "ESCALATION_API_TOKENS_FILE": str(tokens)}
     script = str(ROOT / "docker" / "entrypoint.sh")
     shown = subprocess.run(
-        ["sh", script, "sh", "-c", 'echo "$ESCALATION_API_TOKENS|$PGPASSWORD|${PGPASSWORD_FILE:-}|$SSL_CERT_FILE"'],
+        ["sh", script, "sh", "-c",
+         'echo "$ESCALATION_WEBHOOK_SECRET|$PGPASSWORD|${PGPASSWORD_FILE:-}|$SSL_CERT_FILE|'
+         '${ESCALATION_API_TOKENS:-}|$ESCALATION_API_TOKENS_FILE"'],
         env=env, capture_output=True, text=True, timeout=10, check=True)
-    assert shown.stdout.strip() == "t0ken|t0ken||/etc/ssl/certs/ca-certificates.crt"
+    # The token file (one entry per line) is the application's to read: left as a path.
+    assert shown.stdout.strip() == f"t0ken|t0ken||/etc/ssl/certs/ca-certificates.crt||{tokens}"
     missing = subprocess.run(["sh", script, "true"], env={**env, "ESCALATION_WEBHOOK_SECRET_FILE": "/nope"},
                              capture_output=True, text=True, timeout=10, check=False)
     assert missing.returncode == 1 and "ESCALATION_WEBHOOK_SECRET_FILE" in missing.stderr

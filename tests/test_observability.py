@@ -86,7 +86,7 @@ async def test_request_metrics_by_route_template_and_read_model_gauges(api, clie
     assert _sample("escalation_api_requests_total", method="GET", route="/escalations/{ticket_id}",
                    status="404") == before + 2
     async with start_worker("fast"):
-        assert (await api.post("/escalations", json=request.model_dump(mode="json"))).status_code == 201
+        assert (await api.post("/escalations", json=request.as_body())).status_code == 201
 
         async def projected() -> str:
             text = (await api.get("/metrics", headers={"Authorization": ""})).text

@@ -80,7 +80,7 @@ async def test_prometheus_scrapes_the_dev_stack(tmp_path, data_dir):
                 assert (await http.get(f"{base}/livez")).status_code == 200
                 assert (await http.get(f"{base}/readyz")).status_code == 200
             request = blog_request(kind="hierarchical")  # P1 at Tier 2, which acknowledges within 15 s
-            started = await http.post(f"{stack['api_url']}/escalations", json=request.model_dump(mode="json"),
+            started = await http.post(f"{stack['api_url']}/escalations", json=request.as_body(),
                                       headers={"Authorization": f"Bearer {stack['api_token']}"})
             assert started.status_code == 201, started.text
         prometheus, prometheus_url = start_prometheus(tmp_path, urls)

@@ -54,7 +54,7 @@ async def test_one_trace_from_post_escalations_to_the_delivery(client, database_
                 async with worker, httpx.AsyncClient(transport=transport, base_url="http://api.test",
                                                      headers={"Authorization": f"Bearer {TOKEN}"}) as api:
                     request = blog_request(kind="hierarchical")
-                    started = await api.post("/escalations", json=request.model_dump(mode="json"))
+                    started = await api.post("/escalations", json=request.as_body())
                     assert started.status_code == 201, started.text
                     [page] = await receiver.wait_for(1, path="/tier2", timeout=20)
 
