@@ -129,7 +129,9 @@ def build_replayer(strict_sandbox: bool = True) -> Replayer:
 def worker_options(settings: WorkerSettings, workflow_modules: tuple[str, ...]) -> dict[str, Any]:
     """The tuning keyword arguments of ``Worker`` (shared with the benchmark's baseline worker)."""
     # OpenTelemetry's context is the host's (Temporal's tracing interceptor runs in the sandbox).
-    restrictions = SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
+    # The models' e-mail check (pydantic's EmailStr) imports email-validator on first use, from
+    # inside a workflow task: the host's module, never a copy loaded in the sandbox.
+    restrictions = SandboxRestrictions.default.with_passthrough_modules("opentelemetry", "email_validator", "idna")
     if not settings.strict_sandbox:
         restrictions = restrictions.with_passthrough_modules(*workflow_modules)
     return {

@@ -15,9 +15,11 @@ out on time while PostgreSQL is down, and its ledger row catches up afterwards.
 * Retryable failures (5xx, 429, 408, time-outs, connection errors, SMTP 4xx) come back in
   ``retry``: the workflow sends them again in a later round after a durable back-off.
   Permanent ones (other 4xx, missing credentials, a message that cannot be rendered) come
-  back in ``failed``, per intent. Messages to one destination (channel + target) keep
-  their order: after a retryable failure the rest of that destination waits for the next
-  round. Different destinations are served concurrently.
+  back in ``failed``, per intent. Every message is rendered and put into its channel's format
+  before anything is sent; whatever goes wrong there fails that intent alone, never the round.
+  Messages to one destination (channel + target) keep their order: after a retryable failure
+  the rest of that destination waits for the next round. Different destinations are served
+  concurrently.
 
 ``deliver_notifications`` serves runs of the released commit path: it claims each ledger
 row with a lease before sending and records the result itself, and raises
@@ -45,6 +47,7 @@ from activities.channels import (
     PermanentDeliveryError,
     RetryableDeliveryError,
     Sender,
+    UnrenderableError,
 )
 from activities.channels.email import EmailSender
 from activities.channels.jira import JiraSender
@@ -82,6 +85,7 @@ HEARTBEAT_EVERY = 1.0
 class _Prepared:
     intent: NotificationIntent
     message: Rendered
+    delivery: Delivery | None = None  # in its channel's format (send_notifications)
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,14 @@ class NotificationActivities:
             if intent.key in done:
                 continue
             try:
-                prepared.append(_Prepared(intent, self._render(_with_handoff(intent, batch.handoff))))
-            except ValueError as exc:
+                prepared.append(self._prepare_one(_with_handoff(intent, batch.handoff)))
+            except PermanentDeliveryError as exc:
+                error = self._settings.redact(str(exc))
+                log.error("notification %s failed permanently: %s", intent.key, error)
                 NOTIFICATIONS.labels(channel=intent.channel, outcome="failed").inc()
                 outcome.failed.append(DeliveryFailure(
                     key=intent.key, recipient=intent.recipient, channel=intent.channel,
-                    error=f"cannot render {intent.template}: {exc}"[:500], permanent=True))
+                    error=error[:500], permanent=True))
         channels = {p.intent.key: p.intent.channel for p in prepared}
         for key in await self._ledger_sent([p.intent.key for p in prepared]):
             NOTIFICATIONS.labels(channel=channels[key], outcome="already_sent").inc()
@@ -162,6 +168,17 @@ class NotificationActivities:
         outcome.sent = [Sent(key=s.key, provider_response_id=s.provider_response_id, at=s.at) for s in progress.sent]
         return outcome
 
+    def _prepare_one(self, intent: NotificationIntent) -> _Prepared:
+        """The intent's message in its channel's format; ``PermanentDeliveryError`` if it cannot be."""
+        try:
+            message = self._render(intent)
+        except Exception as exc:
+            log.exception("cannot render notification %s (%s)", intent.key, intent.template)
+            detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            raise UnrenderableError(f"cannot render {intent.template}: {detail}") from exc
+        delivery = self._senders[intent.channel].prepare(Delivery(intent, message))
+        return _Prepared(intent, message, delivery)
+
     def _render(self, intent: NotificationIntent) -> Rendered:
         escalation = intent.context.get("escalation")
         workflow_id = escalation.get("workflow_id") if isinstance(escalation, Mapping) else None
@@ -192,7 +209,7 @@ class NotificationActivities:
         sender = self._senders[intent.channel]
         try:
             async with asyncio.timeout(self._settings.request_timeout * 2):
-                result = await sender.send(Delivery(intent, item.message))
+                result = await sender.send(item.delivery or Delivery(intent, item.message))
         except RetryableDeliveryError as exc:
             error = self._settings.redact(str(exc))
             log.warning("notification %s will be retried: %s", intent.key, error)

@@ -11,17 +11,27 @@ Times are shown as "Fri 27 Nov 2026, 14:00 CET": in the customer's time zone
 (``escalation.customer.timezone``, default UTC) for the customer, in UTC for
 everyone else. A missing optional value renders as "—"; a context without
 ``escalation`` is a bug in the caller and raises ``ValueError``.
+
+What comes out is clean text, never markup: single-line values (titles, names,
+reasons) have no control characters or line breaks, multi-line ones (notes, logs)
+only ``\n`` and tabs; subjects and headlines are one line. Each channel escapes it
+for its own format. A ``Link`` is only ever made for an ``https:`` or ``mailto:``
+URL (``safe_url``). Lines a reader must not lose when a channel shortens a message
+to its size limit (deadlines, reasons) are ``Kept``; ``fit`` shortens the others first.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from schemas.text import one_line
 
 MISSING = "—"
 OPEN_IN_UI = "Open in Temporal UI"
@@ -40,6 +50,12 @@ _UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week
 # -- message pieces ---------------------------------------------------------
 
 
+class Kept(str):
+    """A line that stays whole when a channel shortens a message (deadlines, reasons)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class Bullets:
     items: tuple[str, ...]
@@ -47,11 +63,44 @@ class Bullets:
 
 @dataclass(frozen=True)
 class Link:
+    """A link to a URL ``safe_url`` accepted; build it with ``link``."""
+
     label: str
     url: str
 
 
 Block = str | Bullets | Link
+
+SAFE_SCHEMES = frozenset({"https", "mailto"})
+
+
+def safe_url(url: Any) -> str | None:
+    """``url`` if it may become a link anywhere: ``https:`` with a host, or ``mailto:``.
+
+    Everything else (``javascript:``, ``data:``, plain ``http:``, relative or malformed URLs,
+    URLs with spaces or control characters) is refused: a message never carries a link that
+    runs script or sends its reader somewhere unencrypted.
+    """
+    if not isinstance(url, str) or not url or url != url.strip() or re.search(r"[\s\x00-\x1f\x7f-\x9f]", url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in SAFE_SCHEMES:
+        return None
+    if scheme == "https" and not parts.hostname:
+        return None
+    if scheme == "mailto" and not parts.path:
+        return None
+    return url
+
+
+def link(label: str, url: Any) -> Link | None:
+    """A ``Link`` if ``url`` is safe (``safe_url``), else None."""
+    safe = safe_url(url)
+    return Link(label, safe) if safe is not None else None
 
 
 @dataclass(frozen=True)
@@ -152,7 +201,7 @@ def format_time(value: Any, timezone: str = "UTC") -> str:
         try:
             moment = datetime.fromisoformat(str(value))
         except ValueError:
-            return str(value)
+            return one_line(str(value))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     local = moment.astimezone(_zone(timezone))
@@ -177,15 +226,29 @@ def format_window(value: Any) -> str:
         return MISSING
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(value))
     if not match:
-        return str(value)
+        return one_line(str(value))
     count, unit = int(match.group(1)), _UNIT_WORDS[match.group(2)]
     return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
-def _text(value: Any) -> str:
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: str) -> str:
+    """Multi-line text with ``\n`` line ends and no other control characters but tabs."""
+    text = value.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
+    return _CONTROLS.sub("", text)
+
+
+def _text(value: Any, *, multiline: bool = False) -> str:
+    """A value as display text: one line unless ``multiline``; "—" when missing or blank.
+
+    The intake refuses control characters in single-line fields; runs started before it did,
+    and contexts built elsewhere, still render as one line here.
+    """
     if value is None:
         return MISSING
-    text = str(value).strip()
+    text = clean_text(str(value)).strip() if multiline else one_line(str(value))
     return text or MISSING
 
 
@@ -259,7 +322,7 @@ class Values:
     @property
     def customer_line(self) -> str:
         details = [
-            str(v) for v in (self.esc("customer", "id"), self.esc("customer", "segment")) if v
+            _text(v) for v in (self.esc("customer", "id"), self.esc("customer", "segment")) if v
         ]
         return f"{self.customer} ({', '.join(details)})" if details else self.customer
 
@@ -286,7 +349,7 @@ class Values:
         if self.esc("impact", "critical"):
             parts.append("critical")
         if self.esc("impact", "description"):
-            parts.append(str(self.esc("impact", "description")).strip())
+            parts.append(_text(self.esc("impact", "description")))
         return ", ".join(parts) if parts else MISSING
 
     def deadline(self, name: str) -> str:
@@ -324,8 +387,8 @@ class Values:
         )
 
     # per-template keys
-    def get(self, key: str) -> str:
-        return _text(self.raw(key))
+    def get(self, key: str, *, multiline: bool = False) -> str:
+        return _text(self.raw(key), multiline=multiline)
 
     @property
     def n(self) -> str:
@@ -337,7 +400,9 @@ class Values:
     @property
     def preventive_actions(self) -> tuple[str, ...]:
         actions = self.resolution("preventive_actions") or []
-        items = tuple(str(a).strip() for a in actions if str(a).strip())
+        if isinstance(actions, str) or not isinstance(actions, Sequence):
+            raise ValueError(f"resolution.preventive_actions is not a list: {type(actions).__name__}")
+        items = tuple(_text(a) for a in actions if one_line(str(a)))
         return items or (MISSING,)
 
 
@@ -354,8 +419,8 @@ def _owned(v: Values) -> str:
     return f"{v.level_name} (owner: {v.owner})" if v.owner != MISSING else v.level_name
 
 
-def _due(v: Values) -> str:
-    return (
+def _due(v: Values) -> Kept:
+    return Kept(
         f"Acknowledge by {v.deadline('ack_due')}. "
         f"Resolution is due by {v.deadline('resolve_due')}."
     )
@@ -369,7 +434,7 @@ def _escalation_opened(v: Values) -> Spec:
         f"Impact: {v.impact}.",
     ]
     if v.has("reason"):
-        blocks.append(f"Why it was escalated: {v.get('reason')}")
+        blocks.append(Kept(f"Why it was escalated: {v.get('reason')}"))
     return f"{_tag(v)} New escalation for {v.customer}: {v.title} ({v.ticket})", blocks
 
 
@@ -380,7 +445,7 @@ def _escalated(v: Values) -> Spec:
         [
             f"{v.ticket} for {v.customer} was escalated from {v.get('from_level')} to {to_level} "
             f"by {v.get('by')}.",
-            f"Reason: {v.get('reason')}",
+            Kept(f"Reason: {v.get('reason')}"),
             _due(v),
         ],
     )
@@ -392,8 +457,8 @@ def _ack_reminder(v: Values) -> Spec:
         [
             f"Reminder {v.n}: {v.ticket} for {v.customer} is waiting at {v.level_name} and has not "
             "been acknowledged.",
-            f"It was due by {v.deadline('ack_due')}. This is the last level of the escalation "
-            "chain: please acknowledge it now.",
+            Kept(f"It was due by {v.deadline('ack_due')}. This is the last level of the escalation "
+                 "chain: please acknowledge it now."),
         ],
     )
 
@@ -404,8 +469,8 @@ def _consulted(v: Values) -> Spec:
         [
             f"{v.get('by')} brought you into the escalation {v.ticket} for {v.customer}, "
             f"which is with {_owned(v)}.",
-            f"Reason: {v.get('reason')}",
-            f"Resolution is due by {v.deadline('resolve_due')}.",
+            Kept(f"Reason: {v.get('reason')}"),
+            Kept(f"Resolution is due by {v.deadline('resolve_due')}."),
         ],
     )
 
@@ -414,8 +479,8 @@ def _sla_at_risk(v: Values) -> Spec:
     return (
         f"{_tag(v)} SLA at risk: {v.title} ({v.ticket})",
         [
-            f"{v.ticket} for {v.customer} has used most of its resolution time; it is due by "
-            f"{v.deadline('resolve_due')}.",
+            Kept(f"{v.ticket} for {v.customer} has used most of its resolution time; it is due by "
+                 f"{v.deadline('resolve_due')}."),
             f"It is with {_owned(v)}.",
         ],
     )
@@ -425,8 +490,8 @@ def _sla_breached(v: Values) -> Spec:
     return (
         f"{_tag(v)} SLA breached: {v.title} ({v.ticket})",
         [
-            f"{v.ticket} for {v.customer} missed its resolution deadline of "
-            f"{v.deadline('resolve_due')}.",
+            Kept(f"{v.ticket} for {v.customer} missed its resolution deadline of "
+                 f"{v.deadline('resolve_due')}."),
             f"It is still with {_owned(v)}. Please step in.",
         ],
     )
@@ -438,8 +503,8 @@ def _customer_update_due(v: Values) -> Spec:
         [
             f"No customer-visible note was added in time, so {v.customer} received automatic "
             f"status update {v.n}.",
-            f"Their next update is due by {v.next_update_by}. Add a customer-visible note to tell "
-            "them more.",
+            Kept(f"Their next update is due by {v.next_update_by}. Add a customer-visible note to tell "
+                 "them more."),
         ],
     )
 
@@ -447,12 +512,12 @@ def _customer_update_due(v: Values) -> Spec:
 def _note_added(v: Values) -> Spec:
     return (
         f"{_tag(v)} New note on {v.ticket}: {v.title}",
-        [f"{v.get('by')} added a note:", v.get("text")],
+        [f"{v.get('by')} added a note:", v.get("text", multiline=True)],
     )
 
 
 def _next_update(v: Values) -> list[Block]:
-    return [f"Next update by {v.next_update_by}."] if v.has_next_update else []
+    return [Kept(f"Next update by {v.next_update_by}.")] if v.has_next_update else []
 
 
 def _customer_escalated(v: Values) -> Spec:
@@ -467,7 +532,8 @@ def _customer_escalated(v: Values) -> Spec:
 
 def _customer_update(v: Values) -> Spec:
     first = (
-        v.get("text") if v.has("text") else f"Our {v.team} team is still working on \"{v.title}\"."
+        v.get("text", multiline=True) if v.has("text")
+        else f"Our {v.team} team is still working on \"{v.title}\"."
     )
     return f"Update on your request {v.ticket}", [first, *_next_update(v)]
 
@@ -477,8 +543,8 @@ def _customer_resolved(v: Values) -> Spec:
         f"Resolved: your request {v.ticket}",
         [
             f"We've resolved \"{v.title}\".",
-            f"Root cause: {_text(v.resolution('root_cause'))}",
-            f"What we did: {_text(v.resolution('mitigation'))}",
+            f"Root cause: {_text(v.resolution('root_cause'), multiline=True)}",
+            f"What we did: {_text(v.resolution('mitigation'), multiline=True)}",
             "What we are doing so that it does not happen again:",
             Bullets(v.preventive_actions),
         ],
@@ -486,12 +552,12 @@ def _customer_resolved(v: Values) -> Spec:
 
 
 def _csat_request(v: Values) -> Spec:
-    url = v.raw("csat_url")
+    rate = link("Rate us", v.raw("csat_url"))
     blocks: list[Block] = [
         f"How did we handle \"{v.title}\"? Please rate us from 1 (poor) to 5 (excellent)."
     ]
-    if url:
-        blocks.append(Link("Rate us", str(url)))
+    if rate is not None:
+        blocks.append(rate)
     else:
         blocks.append("Just reply to this message with a number from 1 to 5.")
     blocks.append(f"You can rate us for {format_window(v.raw('csat_window'))} after the resolution.")
@@ -501,11 +567,11 @@ def _csat_request(v: Values) -> Spec:
 def _postmortem_assigned(v: Values) -> Spec:
     due = v.time(v.raw("postmortem_due"))
     blocks: list[Block] = [
-        f"{v.ticket} for {v.customer} is resolved. Please write its postmortem by {due}: root "
-        "cause, improvements and a knowledge-base article.",
+        Kept(f"{v.ticket} for {v.customer} is resolved. Please write its postmortem by {due}: root "
+             "cause, improvements and a knowledge-base article."),
     ]
     if v.resolution("root_cause"):
-        blocks.append(f"Root cause given at resolution: {_text(v.resolution('root_cause'))}")
+        blocks.append(f"Root cause given at resolution: {_text(v.resolution('root_cause'), multiline=True)}")
     return f"{_tag(v)} Postmortem due {due}: {v.title} ({v.ticket})", blocks
 
 
@@ -513,7 +579,7 @@ def _postmortem_reminder(v: Values) -> Spec:
     due = v.time(v.raw("postmortem_due"))
     return (
         f"{_tag(v)} Reminder {v.n}: postmortem for {v.ticket} due {due}",
-        [f"The postmortem for {v.ticket} ({v.title}) is still open; it is due by {due}."],
+        [Kept(f"The postmortem for {v.ticket} ({v.title}) is still open; it is due by {due}.")],
     )
 
 
@@ -522,7 +588,7 @@ def _postmortem_overdue(v: Values) -> Spec:
     return (
         f"{_tag(v)} Postmortem overdue: {v.title} ({v.ticket})",
         [
-            f"The postmortem for {v.ticket} for {v.customer} was due by {due} and is still open.",
+            Kept(f"The postmortem for {v.ticket} for {v.customer} was due by {due} and is still open."),
             f"It belongs to {_owned(v)}.",
         ],
     )
@@ -554,23 +620,28 @@ def render(
     *,
     workflow_url: str | None = None,
 ) -> Rendered:
-    """The message for one intent. Customers get no internal facts and no UI link."""
+    """The message for one intent. Customers get no internal facts and no UI link.
+
+    The link to the run in Temporal UI is only made when ``workflow_url`` is safe
+    (``ESCALATION_UI_URL`` on ``https:``).
+    """
     try:
         build = TEMPLATES[template]
     except KeyError:
         raise ValueError(f"unknown notification template {template!r}") from None
     v = Values(context, audience)
     subject, blocks = build(v)
+    subject = one_line(subject)
     internal = audience != "customer"
     if internal:
         return Rendered(
             template=template,
             audience=audience,
             subject=subject,
-            headline=f"{_tag(v)} {v.title}",
+            headline=one_line(f"{_tag(v)} {v.title}"),
             blocks=tuple(blocks),
             facts=internal_facts(v),
-            link=Link(OPEN_IN_UI, workflow_url) if workflow_url else None,
+            link=link(OPEN_IN_UI, workflow_url),
             footer=f"Ticket {v.ticket} · {v.customer}",
         )
     return Rendered(
@@ -597,9 +668,10 @@ def internal_facts(v: Values) -> tuple[tuple[str, str], ...]:
 
 
 def jira_summary(context: Mapping[str, Any]) -> str:
+    """``[P1] <title>``, one line, at most 255 characters as Jira (Java) counts them: UTF-16 units."""
     v = Values(context, "owner")
-    summary = f"{_tag(v)} {v.title}".replace("\n", " ")
-    return summary if len(summary) <= 255 else summary[:254] + "…"
+    [summary] = fit([one_line(f"{_tag(v)} {v.title}")], lambda texts: utf16_units(texts[0]), JIRA_SUMMARY_LIMIT)
+    return summary
 
 
 def jira_labels(context: Mapping[str, Any]) -> list[str]:
@@ -611,16 +683,68 @@ def jira_labels(context: Mapping[str, Any]) -> list[str]:
 def handoff_sections(context: Mapping[str, Any]) -> list[Section]:
     """What engineering needs from support at the handoff (the blog's step 3)."""
     v = Values(context, "owner")
-    handoff = lambda key: _text(v.esc("handoff", key))  # noqa: E731
+    handoff = lambda key: _text(v.esc("handoff", key), multiline=True)  # noqa: E731
     return [
         Section("Customer", v.customer_line),
         Section("Impact", v.impact),
         Section("Ticket history", handoff("ticket_history")),
         Section("Error logs", handoff("error_logs"), code=v.esc("handoff", "error_logs") is not None),
-        Section("Integration ID", handoff("integration_id")),
+        Section("Integration ID", _text(v.esc("handoff", "integration_id"))),
         Section("Steps to reproduce", handoff("steps_to_reproduce")),
     ]
 
 
 def template_ids() -> Sequence[str]:
     return tuple(TEMPLATES)
+
+
+# -- fitting a channel's limits ------------------------------------------------
+
+JIRA_SUMMARY_LIMIT = 255
+ELLIPSIS = "…"
+
+
+def cut(text: str, length: int) -> str:
+    """``text`` in at most ``length`` characters, ending in "…" if anything was dropped."""
+    if len(text) <= length:
+        return text
+    if length <= 1:
+        return ELLIPSIS[:length]
+    return text[: length - 1].rstrip() + ELLIPSIS
+
+
+def utf16_units(text: str) -> int:
+    """The length Slack counts: UTF-16 code units (a character outside the BMP counts two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fit(texts: Sequence[str], measure: Callable[[list[str]], int], limit: int, *,
+        kept: Collection[int] = (), shortest: int = 1) -> list[str]:
+    """``texts``, the longest shortened first, until ``measure(texts) <= limit``.
+
+    ``measure`` is the channel's own count of what it sends (UTF-16 units of a Slack text,
+    bytes of a Teams POST, characters of a Jira document), so escaping and encoding are
+    counted as the vendor counts them. The long texts are cut to one common length, the
+    greatest that fits, so the short ones stay whole. Texts whose index is in ``kept``
+    (deadline and reason lines) are cut only once nothing else can give way; no text goes
+    below ``shortest`` characters. Raises ``ValueError`` if that is still too long.
+    """
+    texts = list(texts)
+    while measure(texts) > limit:
+        movable = {i for i in range(len(texts)) if len(texts[i]) > shortest}
+        candidates = (movable - set(kept)) or movable
+        if not candidates:
+            raise ValueError(f"the message does not fit in {limit} even with every text shortened")
+
+        def at(length: int) -> list[str]:
+            return [cut(text, length) if i in candidates else text for i, text in enumerate(texts)]
+
+        if measure(at(shortest)) > limit:
+            texts = at(shortest)  # not enough: the kept texts give way next
+            continue
+        low, high = shortest, max(len(texts[i]) for i in candidates) - 1  # the greatest length that fits
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if measure(at(middle)) <= limit else (low, middle - 1)
+        texts = at(low)
+    return texts

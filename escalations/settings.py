@@ -14,6 +14,7 @@ Temporal's own connection settings (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -22,6 +23,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -130,9 +133,11 @@ def describe(cls: type[BaseSettings], err: ValidationError) -> str:
     for error in err.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         name = variable_of(cls, field) if field in cls.model_fields else field
-        shown = isinstance(error.get("input"), str | int) and not _is_secret(cls, field)
+        # Never echo a secret's value, whether the error names the field or its variable.
+        secret = _is_secret(cls, field)
         problems.append((f"{name}: " if name else "") + error["msg"].removeprefix("Value error, ")
-                        + (f" (got {error['input']!r})" if shown else ""))
+                        + (f" (got {error['input']!r})" if isinstance(error.get("input"), str | int) and not secret
+                           else ""))
     return "; ".join(problems)
 
 
@@ -248,6 +253,18 @@ class WorkerSettings(Settings):
 _CHAT_ENV = {"slack": "ESCALATION_SLACK_WEBHOOK_URL", "teams": "ESCALATION_TEAMS_WEBHOOK_URL"}
 
 
+WEBHOOK_SECRET_MIN = 32
+_WEBHOOK_KDF_SALT = b"escalations/webhook-signing/v1"
+
+
+def derive_webhook_secret(master: str, url: str, *, customer: bool) -> str:
+    """``whsec_`` + base64 of a 32-byte key for one destination (see ``webhook_signing_secret``)."""
+    audience = b"customer" if customer else b"internal"
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_WEBHOOK_KDF_SALT,
+               info=audience + b"\x00" + url.encode()).derive(master.encode())
+    return "whsec_" + base64.b64encode(key).decode()
+
+
 def normalise_target(target: str) -> str:
     """``#eng-oncall`` -> ``ENG_ONCALL`` (the suffix of a per-target environment variable)."""
     return re.sub(r"[^A-Z0-9]+", "_", target.upper()).strip("_")
@@ -270,10 +287,15 @@ class NotificationSettings(Settings):
     max_retry_delay: Seconds = Field(300.0, **env(
         "ESCALATION_NOTIFY_MAX_RETRY_DELAY", description="the longest Retry-After honoured (seconds)"))
     ui_url: str = Field("http://localhost:8233", **env(
-        "ESCALATION_UI_URL", description="Temporal UI, for links in messages"))
+        "ESCALATION_UI_URL", description="Temporal UI, for links in messages (made for an `https:` address only)"))
     namespace: str = Field("default", **env("TEMPORAL_NAMESPACE", description="Temporal namespace, for links"))
     webhook_secret: SecretStr | None = Field(None, **env(
-        "ESCALATION_WEBHOOK_SECRET", description="HMAC key of webhook signatures"))
+        "ESCALATION_WEBHOOK_SECRET",
+        description="master key of webhook signatures (32+ characters); each destination signs with its own "
+                    "key derived from it (`escalations webhook-secret URL`)"))
+    max_response_bytes: Positive = Field(64 * 1024, **env(
+        "ESCALATION_NOTIFY_MAX_RESPONSE_BYTES",
+        description="bytes of a receiver's answer read at most (the rest is left unread)"))
     slack_webhook_url: SecretStr | None = Field(None, **env(
         "ESCALATION_SLACK_WEBHOOK_URL", description="Slack incoming webhook; `…_<TARGET>` per target"))
     slack_webhook_urls: dict[str, SecretStr] = Field(default_factory=dict)
@@ -304,6 +326,15 @@ class NotificationSettings(Settings):
             overrides.setdefault(f"{channel}_webhook_urls", _per_target(source, prefix))
         return super().from_env(environ, **overrides)
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # A customer holds a key derived from it: a short master could be guessed offline from
+        # that key, and with it every internal receiver's key.
+        if value is not None and len(value.get_secret_value()) < WEBHOOK_SECRET_MIN:
+            raise ValueError(f"must be at least {WEBHOOK_SECRET_MIN} characters (e.g. `openssl rand -hex 32`)")
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         if self.lease_seconds < 3 * self.request_timeout:
@@ -332,6 +363,17 @@ class NotificationSettings(Settings):
         default = self.slack_webhook_url if channel == "slack" else self.teams_webhook_url
         suffix = normalise_target(target) if target else ""
         return specific.get(suffix) if suffix and suffix in specific else default
+
+    def webhook_signing_secret(self, url: str, *, customer: bool) -> str:
+        """The Standard Webhooks secret (``whsec_…``) the destination ``url`` verifies with.
+
+        HKDF-SHA256 of ``ESCALATION_WEBHOOK_SECRET`` with the audience and the URL (exactly as
+        the policy writes it) as context: every destination has its own key, a customer's
+        never equals an internal one (even for the same URL), and none reveals another.
+        """
+        if self.webhook_secret is None:
+            raise ConfigError("ESCALATION_WEBHOOK_SECRET is not set")
+        return derive_webhook_secret(self.webhook_secret.get_secret_value(), url, customer=customer)
 
     def workflow_url(self, workflow_id: str | None) -> str | None:
         from escalations.links import workflow_url

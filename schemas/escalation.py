@@ -9,6 +9,7 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    EmailStr,
     Field,
     HttpUrl,
     field_validator,
@@ -18,18 +19,20 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from schemas.keys import WORKFLOW_TASK_TIMEOUT
 from schemas.policy import ContactPoint, Kind, Policy, Priority
-from schemas.text import reject_nul
+from schemas.text import ONE_LINE, reject_nul
 
 Status = Literal["open", "acknowledged", "paused", "resolved", "closed", "failed", "terminated"]
 TriggerSource = Literal["api", "cli", "sweep", "client"]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Single-line fields (shown in subjects, headers and chat titles) refuse control characters
+# (CR, LF, other C0/C1); multi-line ones (notes, logs, root causes) keep their newlines.
+Name = Annotated[str, Field(min_length=1, max_length=200), ONE_LINE]
 # Ticket ids, and any value a visibility query quotes: safe inside a single-quoted literal.
 TICKET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 TicketId = Annotated[str, Field(pattern=TICKET_ID_PATTERN)]
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 CategorySlug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]
 LevelId = Annotated[str, Field(pattern=SLUG_PATTERN, min_length=1, max_length=64,
-                               description="a level or department id of the policy (a slug)")]
+                               description="a level or department id of the policy (a slug)"), ONE_LINE]
 POLICY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 PolicyName = Annotated[str, Field(pattern=POLICY_NAME_PATTERN, max_length=64,
                                   description="a policy's name (not a path), from the server's set")]
@@ -49,8 +52,8 @@ MAX_REQUEST_BYTES = 64 * 1024
 Text = Annotated[str, Field(max_length=8_000)]
 LongText = Annotated[str, Field(max_length=16_000)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=8_000)]
-Reason = Annotated[str, Field(min_length=1, max_length=2_000)]
-Action = Annotated[str, Field(min_length=1, max_length=1_000)]
+Reason = Annotated[str, Field(min_length=1, max_length=2_000), ONE_LINE]
+Action = Annotated[str, Field(min_length=1, max_length=1_000), ONE_LINE]
 
 OPEN_STATUSES: tuple[Status, ...] = ("open", "acknowledged", "paused")
 # A run that ended without closing: Temporal reports it failed, terminated, timed out or canceled.
@@ -69,28 +72,30 @@ class Model(BaseModel):
 class Customer(Model):
     id: Name
     name: Name
-    segment: Annotated[str, Field(max_length=64)] | None = None
-    timezone: Annotated[str, Field(max_length=64)] | None = None
-    email: Annotated[str, Field(max_length=254)] | None = None
+    segment: Annotated[str, Field(max_length=64), ONE_LINE] | None = None
+    timezone: Annotated[str, Field(max_length=64), ONE_LINE] | None = None
+    # Exactly one address: "a@x.com, b@y.com" used to pass a first-address check and reach
+    # every address listed.
+    email: EmailStr | None = None
 
 
 class Impact(Model):
     users_affected: int = Field(default=0, ge=0, le=1_000_000_000)
     critical: bool = False
-    description: Annotated[str, Field(max_length=2_000)] | None = None
+    description: Annotated[str, Field(max_length=2_000), ONE_LINE] | None = None
 
 
 class Handoff(Model):
     ticket_history: LongText | None = None
     error_logs: LongText | None = None
-    integration_id: Annotated[str, Field(max_length=200)] | None = None
+    integration_id: Annotated[str, Field(max_length=200), ONE_LINE] | None = None
     steps_to_reproduce: Text | None = None
 
 
 class Trigger(Model):
     source: TriggerSource = "client"
-    criterion: Annotated[str, Field(max_length=100)] | None = None
-    detail: Annotated[str, Field(max_length=1_000)] | None = None
+    criterion: Annotated[str, Field(max_length=100), ONE_LINE] | None = None
+    detail: Annotated[str, Field(max_length=1_000), ONE_LINE] | None = None
     via: Via | None = Field(default=None, description="the principal that started it (api:<token>, cli:<user>)")
 
 
@@ -98,7 +103,7 @@ class EscalationRequest(Model):
     """What a caller sends to open an escalation (HTTP body, CLI file, workflow input)."""
 
     ticket_id: TicketId
-    title: Annotated[str, Field(min_length=1, max_length=300)]
+    title: Annotated[str, Field(min_length=1, max_length=300), ONE_LINE]
     customer: Customer
     category: CategorySlug
     kind: Kind

@@ -1,8 +1,11 @@
-"""Text that PostgreSQL can store: no NUL characters anywhere in an input document."""
+"""Text that can be stored and shown: no NUL anywhere, no line breaks where one line is meant."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from pydantic import AfterValidator
 
 
 def find_nul(value: Any, path: str = "") -> str | None:
@@ -35,3 +38,32 @@ def reject_nul(value: Any) -> Any:
         raise ValueError("text must not contain NUL (\\u0000) characters"
                          + (f" (at {where})" if where != "(value)" else ""))
     return value
+
+
+# Characters that end or break a line somewhere: C0 and C1 controls, DEL, and the Unicode line
+# and paragraph separators (``str.splitlines`` and e-mail headers treat several as line ends).
+_LINE_BREAKERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_single_line(value: str) -> str:
+    """An ``AfterValidator`` of single-line text (titles, names, ids, reasons): no control characters.
+
+    A CR/LF accepted here used to end up in e-mail headers and chat notification texts.
+    """
+    found = _LINE_BREAKERS.search(value)
+    if found is not None:
+        char = found.group()
+        name = {"\n": "a line feed", "\r": "a carriage return", "\t": "a tab", "\u2028": "a line separator",
+                "\u2029": "a paragraph separator"}.get(char, "a control character")
+        raise ValueError(f"must be a single line: {name} (U+{ord(char):04X}) at position {found.start()}")
+    return value
+
+
+ONE_LINE = AfterValidator(check_single_line)
+"""Metadata of a single-line field, after its length constraints (so they keep pydantic's own
+messages): ``Annotated[str, Field(max_length=200), ONE_LINE]``."""
+
+
+def one_line(value: str) -> str:
+    """``value`` with every run of whitespace and control characters made one space, trimmed."""
+    return " ".join(_LINE_BREAKERS.sub(" ", value).split())

@@ -33,7 +33,7 @@ from schemas.escalation import (
     Trigger,
 )
 from schemas.policy import Kind, Priority
-from schemas.text import reject_nul
+from schemas.text import one_line, reject_nul
 
 TicketStatus = Literal["new", "open", "pending", "hold", "solved", "closed"]
 DONE_STATUSES: tuple[str, ...] = ("solved", "closed")
@@ -295,7 +295,8 @@ def escalation_request_for(ticket: Ticket, match: SweepMatch, *, policy: str | N
     """How the sweep opens an escalation for a matched ticket (see the README's mapping)."""
     return EscalationRequest(
         ticket_id=ticket.id,
-        title=ticket.subject[:300],
+        # A subject may hold line breaks (Zendesk's API accepts them); a title is one line.
+        title=one_line(ticket.subject)[:300],
         customer=ticket.customer,
         category=slugify(ticket.category),
         kind=match.kind,
@@ -455,7 +456,7 @@ def from_zendesk(webhook: ZendeskWebhook, field_ids: Mapping[str, str] | None = 
             "id": customer_id,
             "name": customer_name,
             "segment": str(segment) if segment not in (None, "") else None,
-            "email": requester.email if requester else None,
+            "email": (requester.email or None) if requester else None,
         },
         "subject": zd.subject,
         "status": ZENDESK_STATUSES.get(status, status),

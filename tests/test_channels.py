@@ -10,6 +10,7 @@ import asyncio
 import base64
 import copy
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -17,12 +18,13 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.channels.webhook import sign, verify
 from activities.notifications import NotificationActivities
-from escalations.settings import NotificationSettings
+from escalations.settings import NotificationSettings, derive_webhook_secret
 from activities.templates import render
 from schemas.notifications import (
     DeliveryBatch,
@@ -33,8 +35,8 @@ from schemas.notifications import (
 from tests.helpers.receivers import HttpRecorder, Reply, SmtpRecorder, self_signed_cert
 
 ESC_ID = "0195f3c2-run-1"
-UI = "http://ui.test:8233"
-SECRET = "whsec_test_7f3a9c"
+UI = "https://ui.test:8233"
+SECRET = "test-master-secret-3f9c1e7a5b2d4f6e8a0c"
 JIRA_EMAIL, JIRA_TOKEN = "bot@example.test", "jira-token-31337"
 SMTP_USER, SMTP_PASSWORD = "escalations-bot", "smtp-pass-4242"
 WORKFLOW_URL = f"{UI}/namespaces/default/workflows/escalation-SF-1042"
@@ -136,9 +138,15 @@ async def ledger(pool: asyncpg.Pool, key: str) -> asyncpg.Record:
 # -- webhook ----------------------------------------------------------------
 
 
+def receiver_secret(url: str, *, customer: bool = False) -> str:
+    """What ``escalations webhook-secret URL`` prints for the receiver at ``url``."""
+    return derive_webhook_secret(SECRET, url, customer=customer)
+
+
 async def test_webhook_sends_signed_json_with_the_idempotency_key(pg_pool, http_client, receiver):
     acts = activities(pg_pool, http_client, ESCALATION_WEBHOOK_SECRET=SECRET)
-    hook = intent("webhook", f"{receiver.url}/hooks/escalations?token=abc", recipient="Integrations hook")
+    url = f"{receiver.url}/hooks/escalations?token=abc"
+    hook = intent("webhook", url, recipient="Integrations hook")
 
     outcome = await deliver(acts, batch(hook))
 
@@ -146,15 +154,21 @@ async def test_webhook_sends_signed_json_with_the_idempotency_key(pg_pool, http_
     [request] = receiver.to("/hooks/escalations")
     assert request.method == "POST"
     assert request.headers["Content-Type"] == "application/json"
-    assert request.headers["Idempotency-Key"] == hook.key
-    timestamp = request.headers["X-Escalation-Timestamp"]
+    assert request.headers["Idempotency-Key"] == request.headers["webhook-id"] == hook.key
+    timestamp = request.headers["webhook-timestamp"]
     assert timestamp.isdigit()
-    assert request.headers["X-Escalation-Signature"] == sign(SECRET, timestamp, request.body)
-    assert request.headers["X-Escalation-Signature"].startswith("v1=")
-    assert verify(SECRET, request.headers, request.body)
-    assert not verify("another-secret", request.headers, request.body)
-    assert not verify(SECRET, request.headers, request.body + b" ")
-    assert not verify(SECRET, request.headers, request.body, now=int(timestamp) + 301)
+    secret = receiver_secret(url)
+    assert secret.startswith("whsec_")
+    assert request.headers["webhook-signature"] == sign(secret, hook.key, int(timestamp), request.body)
+    assert request.headers["webhook-signature"].startswith("v1,")
+    # Standard Webhooks' own verifier accepts it; nothing else does.
+    assert Webhook(secret).verify(request.body, dict(request.headers)) == request.json()
+    assert verify(secret, request.headers, request.body)
+    assert not verify(receiver_secret(url, customer=True), request.headers, request.body)
+    assert not verify("whsec_" + base64.b64encode(SECRET.encode()).decode(), request.headers, request.body)
+    assert not verify(secret, request.headers, request.body + b" ")
+    assert not verify(secret, {**request.headers, "webhook-id": hook.key + "x"}, request.body)
+    assert not verify(secret, {**request.headers, "webhook-timestamp": str(int(timestamp) - 301)}, request.body)
     assert request.json() == {
         "key": hook.key,
         "escalation_id": ESC_ID,
@@ -202,24 +216,34 @@ async def test_customer_webhook_gets_only_the_public_part(pg_pool, http_client, 
 
 def test_verify_accepts_rotated_signatures_and_rejects_missing_headers():
     body = b'{"a":1}'
+    old, new = receiver_secret("https://a.example/old"), receiver_secret("https://a.example/new")
+    now = int(time.time())
     headers = {
-        "x-escalation-timestamp": "1764248400",
-        "x-escalation-signature": f"{sign('old', 1764248400, body)}, {sign('new', 1764248400, body)}",
+        "webhook-id": "k-1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": f"{sign(old, 'k-1', now, body)} {sign(new, 'k-1', now, body)}",
     }
-    assert verify("new", headers, body, now=1764248400)
-    assert verify("old", headers, body, now=1764248400 - 299)
-    assert not verify("new", {"x-escalation-timestamp": "1764248400"}, body, now=1764248400)
-    assert not verify("new", {**headers, "x-escalation-timestamp": "soon"}, body, now=1764248400)
+    assert verify(new, headers, body) and verify(old, headers, body)
+    assert not verify(receiver_secret("https://a.example/other"), headers, body)
+    assert not verify(new, {k: v for k, v in headers.items() if k != "webhook-id"}, body)
+    assert not verify(new, {**headers, "webhook-timestamp": "soon"}, body)
+    assert not verify(new, {**headers, "webhook-signature": "garbage"}, body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(body, {**headers, "webhook-id": "k-2"})
 
 
 # -- Slack and Teams ----------------------------------------------------------
 
 SUMMARY = (
     "A priority-based P1 escalation for Acme Corp is now with Tier 2 Support (owner: Dana): "
-    "Salesforce sync failing since yesterday.\n\n"
-    "Acknowledge by Fri 27 Nov 2026, 12:30 UTC. Resolution is due by Fri 27 Nov 2026, 16:00 UTC.\n\n"
-    "Impact: 250 users affected, critical."
+    "Salesforce sync failing since yesterday.",
+    "Acknowledge by Fri 27 Nov 2026, 12:30 UTC. Resolution is due by Fri 27 Nov 2026, 16:00 UTC.",
+    "Impact: 250 users affected, critical.",
 )
+
+
+def mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 SUBJECT = "[P1] New escalation for Acme Corp: Salesforce sync failing since yesterday (SF-1042)"
 
 
@@ -241,14 +265,15 @@ async def test_slack_message_has_header_fields_and_ui_button(pg_pool, http_clien
         "text": SUBJECT,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": "[P1] Salesforce sync failing since yesterday"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{SUBJECT}*\n{SUMMARY}"}},
+            {"type": "section", "text": mrkdwn(f"*{SUBJECT}*")},
+            *({"type": "section", "text": mrkdwn(line)} for line in SUMMARY),
             {
                 "type": "section",
                 "fields": [
-                    {"type": "mrkdwn", "text": "*Priority*\nP1"},
-                    {"type": "mrkdwn", "text": "*Customer*\nAcme Corp"},
-                    {"type": "mrkdwn", "text": "*Level*\nTier 2 Support"},
-                    {"type": "mrkdwn", "text": "*Deadline*\nAcknowledge by Fri 27 Nov 2026, 12:30 UTC"},
+                    mrkdwn("*Priority*\nP1"),
+                    mrkdwn("*Customer*\nAcme Corp"),
+                    mrkdwn("*Level*\nTier 2 Support"),
+                    mrkdwn("*Deadline*\nAcknowledge by Fri 27 Nov 2026, 12:30 UTC"),
                 ],
             },
             {
@@ -262,7 +287,7 @@ async def test_slack_message_has_header_fields_and_ui_button(pg_pool, http_clien
                     }
                 ],
             },
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": "Ticket SF-1042 · Acme Corp"}]},
+            {"type": "context", "elements": [mrkdwn("Ticket SF-1042 · Acme Corp")]},
         ],
     }
     assert (await ledger(pg_pool, message.key))["provider_response_id"] == "slack-42"
@@ -276,8 +301,9 @@ async def test_slack_without_a_target_url_uses_the_default_and_escapes_mrkdwn(pg
     await deliver(acts, batch(note))
 
     [request] = receiver.to("/services/default")
-    section = request.json()["blocks"][1]["text"]["text"]
-    assert "Dana added a note:\n\n&lt;!channel&gt; see logs &amp; retry" in section
+    sections = [block["text"]["text"] for block in request.json()["blocks"] if block["type"] == "section"
+                and "text" in block]
+    assert sections[1:3] == ["Dana added a note:", "&lt;!channel&gt; see logs &amp; retry"]
     assert (await ledger(pg_pool, note.key))["provider_response_id"] == "ok"
 
 
@@ -300,11 +326,12 @@ async def test_teams_message_is_an_adaptive_card(pg_pool, http_client, receiver)
                 "content": {
                     "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                     "type": "AdaptiveCard",
-                    "version": "1.4",
+                    "version": "1.5",
                     "body": [
-                        {"type": "TextBlock", "text": "[P1] Salesforce sync failing since yesterday",
+                        {"type": "TextBlock", "text": "\\[P1\\] Salesforce sync failing since yesterday",
                          "size": "Large", "weight": "Bolder", "wrap": True, "style": "heading"},
-                        {"type": "TextBlock", "text": "[P1] SLA breached: Salesforce sync failing since yesterday (SF-1042)",
+                        {"type": "TextBlock",
+                         "text": "\\[P1\\] SLA breached: Salesforce sync failing since yesterday (SF-1042)",
                          "weight": "Bolder", "wrap": True},
                         {"type": "TextBlock", "wrap": True,
                          "text": "SF-1042 for Acme Corp missed its resolution deadline of Fri 27 Nov 2026, 16:00 UTC."},
@@ -593,7 +620,7 @@ async def test_server_errors_are_retried_with_the_same_key(pg_pool, http_client,
     assert len(requests) == 3
     assert {r.headers["Idempotency-Key"] for r in requests} == {hook.key}
     assert len({r.body for r in requests}) == 1, "the body must not change between retries"
-    assert all(verify(SECRET, r.headers, r.body) for r in requests)
+    assert all(verify(receiver_secret(hook.target), r.headers, r.body) for r in requests)
 
 
 async def test_a_hanging_receiver_times_out_and_is_retried(pg_pool, http_client, receiver):

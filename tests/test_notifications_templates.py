@@ -83,7 +83,7 @@ def test_customer_time_zone_defaults_to_utc():
 def test_summer_time_and_internal_times_in_utc():
     assert format_time("2026-07-03T08:05:00+00:00", "Europe/Berlin") == "Fri 3 Jul 2026, 10:05 CEST"
     assert format_time("2026-11-27T13:00:00Z", "America/New_York") == "Fri 27 Nov 2026, 08:00 EST"
-    message = render("escalation_opened", context(), "owner", workflow_url="http://ui/x")
+    message = render("escalation_opened", context(), "owner", workflow_url="https://ui/x")
     assert "Acknowledge by Fri 27 Nov 2026, 12:30 UTC." in message.text
     assert ("Deadline", "Acknowledge by Fri 27 Nov 2026, 12:30 UTC") in message.facts
 
@@ -146,10 +146,10 @@ def test_missing_escalation_is_a_bug():
 def test_html_escapes_values():
     ctx = context()
     ctx["escalation"]["title"] = "<script>alert(1)</script> & co"
-    message = render("sla_breached", ctx, "breach", workflow_url="http://ui/x?a=1&b=2")
+    message = render("sla_breached", ctx, "breach", workflow_url="https://ui/x?a=1&b=2")
     assert "<script>" not in message.html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in message.html
-    assert 'href="http://ui/x?a=1&amp;b=2"' in message.html
+    assert 'href="https://ui/x?a=1&amp;b=2"' in message.html
 
 
 def test_escalated_names_levels_reason_and_actor():

@@ -11,7 +11,7 @@ from tests.helpers.polling import eventually
 from tests.helpers.receivers import HttpRecorder, Reply
 from tests.helpers.requests import blog_request
 
-SECRET = {"ESCALATION_WEBHOOK_SECRET": "test-secret"}
+SECRET = {"ESCALATION_WEBHOOK_SECRET": "test-secret-of-at-least-32-characters"}
 
 
 def webhook_levels(url: str, **ack_within: str) -> list[dict]:

@@ -4,23 +4,30 @@ The ``Message-ID`` is derived from the notification key, so a retried send of
 one delivery carries the same id (mail systems and people can recognise the
 repeat); ``X-Escalation-Key`` carries the key itself, and ``References`` ties
 every message of one escalation into one thread. The address is the contact's
-target, or for the customer without a target ``escalation.customer.email``.
+target, or for the customer without a target ``escalation.customer.email``: exactly one
+address, checked with ``email-validator``, and handed to the SMTP server as the only
+recipient (never taken from the headers). The subject is one line (``render``), so no
+header can be split; the HTML part escapes every value and links only ``https:``/``mailto:``.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import re
 import ssl
 from email.message import EmailMessage
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 
 from activities.channels import (
     Delivery,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SendResult,
+    header_value,
+    prepared,
 )
 from escalations.settings import NotificationSettings
 
@@ -47,6 +54,26 @@ def thread_id(escalation_id: str, sender: str) -> str:
     return f"<escalation.{_digest(escalation_id)}@{_domain(sender)}>"
 
 
+_ONE_ADDRESS = re.compile(r"\s*(?:[^<>@,;\r\n]*<([^<>\s]+)>|([^<>\s]+))\s*")
+
+
+def single_address(address: str, what: str) -> str:
+    """The one address in ``address`` (``a@x.example`` or ``Name <a@x.example>``), normalised.
+
+    Several addresses, a malformed one, or one with line breaks is a permanent failure:
+    an address list must never reach the SMTP envelope.
+    """
+    # Deliberately stricter than the header parser (which reads lists and comments): a bare
+    # address, or one display name (without "<>,;@") followed by one <address>.
+    found = _ONE_ADDRESS.fullmatch(address)
+    if found is None:
+        raise PermanentDeliveryError(f"{what} must be exactly one e-mail address: {address[:200]!r}")
+    try:
+        return validate_email(found.group(1) or found.group(2), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise PermanentDeliveryError(f"{what} is not a valid e-mail address: {address[:200]!r} ({exc})") from None
+
+
 def recipient_address(delivery: Delivery) -> str:
     intent = delivery.intent
     address = intent.target
@@ -58,10 +85,7 @@ def recipient_address(delivery: Delivery) -> str:
             "no e-mail address: the contact has no target"
             + (" and the customer has no email" if intent.audience == "customer" else "")
         )
-    _, parsed = email.utils.parseaddr(address)
-    if "@" not in parsed or " " in parsed:
-        raise PermanentDeliveryError(f"not an e-mail address: {address!r}")
-    return address
+    return single_address(str(address), "the recipient")
 
 
 def build_message(delivery: Delivery, sender: str, to: str) -> EmailMessage:
@@ -74,7 +98,7 @@ def build_message(delivery: Delivery, sender: str, to: str) -> EmailMessage:
     msg["Message-ID"] = message_id(intent.key, sender)
     msg["References"] = thread_id(intent.escalation_id, sender)
     msg["Auto-Submitted"] = "auto-generated"
-    msg[KEY_HEADER] = intent.key
+    msg[KEY_HEADER] = header_value(intent.key)
     msg[TICKET_HEADER] = intent.ticket_id
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
@@ -103,16 +127,26 @@ class EmailSender:
                 f"e-mail is not configured: {', '.join(missing)} {verb} not set"
             )
 
-    async def send(self, delivery: Delivery) -> SendResult:
+    def _build(self, delivery: Delivery) -> tuple[EmailMessage, str, str]:
         self._check_settings()
-        s = self._settings
-        assert s.smtp_host is not None and s.smtp_from is not None
+        assert self._settings.smtp_from is not None
         to = recipient_address(delivery)
-        msg = build_message(delivery, s.smtp_from, to)
+        sender = single_address(self._settings.smtp_from, "ESCALATION_SMTP_FROM")
+        return build_message(delivery, self._settings.smtp_from, to), sender, to
+
+    def prepare(self, delivery: Delivery) -> Delivery:
+        return prepared(delivery, self._build)
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        msg, sender, to = self.prepare(delivery).payload
+        s = self._settings
+        assert s.smtp_host is not None
         where = f"SMTP {s.smtp_host}:{s.smtp_port}"
         try:
             await aiosmtplib.send(
                 msg,
+                sender=sender,
+                recipients=[to],
                 hostname=s.smtp_host,
                 port=s.smtp_port,
                 username=s.smtp_username,

@@ -13,12 +13,18 @@ connection, outside any transaction, and released with it if the worker
 dies; see ``escalations/db/jira.py``), so two attempts never both create.
 Jira offers no idempotent create; the ``Idempotency-Key`` header is sent
 anyway for proxies and audit logs.
+
+The summary is one line of at most 255 characters; description and comments stay within
+Jira's 32,767 characters (the handoff's long texts are shortened first, the deadline and
+reason lines last). An issue key only goes into a URL path once it is checked to be one
+(``PROJECT-123``), whether it comes from Jira's answer or from ``jira_issues``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -26,21 +32,27 @@ import httpx
 
 from activities.channels import (
     IDEMPOTENCY_HEADER,
+    TRUNCATED,
     Delivery,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SendResult,
     encode,
+    header_value,
     host_of,
     post,
+    prepared,
 )
 from activities.templates import (
     Bullets,
+    Kept,
     Link,
     Rendered,
+    fit,
     handoff_sections,
     jira_labels,
     jira_summary,
+    utf16_units,
 )
 from escalations.db import jira as jira_issues
 from escalations.settings import NotificationSettings
@@ -48,9 +60,21 @@ from escalations.settings import NotificationSettings
 log = logging.getLogger(__name__)
 
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+# An issue key goes into a URL path: nothing but PROJECT-123 may (no "/", "..", "?", "%").
+ISSUE_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}-[1-9][0-9]{0,17}$")
+
+
+def checked_issue_key(key: Any, where: str) -> str:
+    """``key`` if it is a Jira issue key, else a permanent failure naming ``where`` it came from."""
+    if not isinstance(key, str) or not ISSUE_KEY.fullmatch(key):
+        raise PermanentDeliveryError(f"not a Jira issue key {where}: {str(key)[:80]!r}")
+    return key
 
 
 # -- Atlassian Document Format ---------------------------------------------
+#
+# ADF is a tree of typed nodes: text is never parsed as markup, so nothing a user wrote can
+# become a link or a macro; links are marks with a safe href (``activities.templates.link``).
 
 
 def text_node(text: str, *marks: dict[str, Any]) -> dict[str, Any]:
@@ -79,14 +103,14 @@ def code_block(text: str) -> dict[str, Any]:
     return {"type": "codeBlock", "content": [text_node(text)]}
 
 
-def link_paragraph(link: Link) -> dict[str, Any]:
+def link_paragraph(link: Link, label: str | None = None) -> dict[str, Any]:
     return {
         "type": "paragraph",
-        "content": [text_node(link.label, {"type": "link", "attrs": {"href": link.url}})],
+        "content": [text_node(label or link.label, {"type": "link", "attrs": {"href": link.url}})],
     }
 
 
-def bullet_list(items: tuple[str, ...]) -> dict[str, Any]:
+def bullet_list(items: list[str]) -> dict[str, Any]:
     return {
         "type": "bulletList",
         "content": [{"type": "listItem", "content": [paragraph(item)]} for item in items],
@@ -97,44 +121,89 @@ def doc(content: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "doc", "version": 1, "content": content}
 
 
-def message_nodes(message: Rendered) -> list[dict[str, Any]]:
-    nodes = [paragraph(message.subject, {"type": "strong"})]
+# Jira refuses a description or comment longer than 32,767 characters. Counted on the ADF
+# document as sent and in UTF-16 units (Java's String.length), never fewer than characters.
+MAX_DOCUMENT_CHARS = 32_767
+
+
+def _message_texts(message: Rendered) -> tuple[list[str], set[int]]:
+    """The message's texts in document order, and which are deadline or reason lines."""
+    texts, kept = [message.subject], {0}
     for block in message.blocks:
         if isinstance(block, Bullets):
-            nodes.append(bullet_list(block.items))
+            texts.extend(block.items)
         elif isinstance(block, Link):
-            nodes.append(link_paragraph(block))
+            texts.append(block.label)
         else:
-            nodes.append(paragraph(block))
+            if isinstance(block, Kept):
+                kept.add(len(texts))
+            texts.append(block)
+    if message.link is not None:
+        texts.append(message.link.label)
+    return texts, kept
+
+
+def _message_nodes(message: Rendered, parts: Iterator[str]) -> list[dict[str, Any]]:
+    nodes = [paragraph(next(parts), {"type": "strong"})]
+    for block in message.blocks:
+        if isinstance(block, Bullets):
+            nodes.append(bullet_list([next(parts) for _ in block.items]))
+        elif isinstance(block, Link):
+            nodes.append(link_paragraph(block, next(parts)))
+        else:
+            nodes.append(paragraph(next(parts)))
     return nodes
 
 
+def _ui_link(message: Rendered, parts: Iterator[str]) -> list[dict[str, Any]]:
+    return [link_paragraph(message.link, next(parts))] if message.link is not None else []
+
+
+def _within_limit(texts: list[str], kept: set[int], build: Callable[[Iterator[str]], dict[str, Any]]) -> dict[str, Any]:
+    fitted = fit(texts, lambda ts: utf16_units(encode(build(iter(ts))).decode()), MAX_DOCUMENT_CHARS, kept=kept)
+    return build(iter(fitted))
+
+
 def issue_description(delivery: Delivery) -> dict[str, Any]:
-    nodes = message_nodes(delivery.message)
-    for section in handoff_sections(delivery.intent.context):
-        nodes.append(heading(section.title))
-        nodes.append(code_block(section.text) if section.code else paragraph(section.text))
-    if delivery.message.link is not None:
-        nodes.append(link_paragraph(delivery.message.link))
-    return doc(nodes)
+    """The message, then the handoff context; the handoff's long texts are shortened first."""
+    message = delivery.message
+    sections = handoff_sections(delivery.intent.context)
+    texts, kept = _message_texts(message)
+    link_label = [texts.pop()] if message.link is not None else []
+    texts = [*texts, *(section.text for section in sections), *link_label]
+
+    def build(parts: Iterator[str]) -> dict[str, Any]:
+        nodes = _message_nodes(message, parts)
+        for section in sections:
+            nodes.append(heading(section.title))
+            text = next(parts)
+            nodes.append(code_block(text) if section.code else paragraph(text))
+        return doc(nodes + _ui_link(message, parts))
+
+    return _within_limit(texts, kept, build)
 
 
 def comment_body(delivery: Delivery) -> dict[str, Any]:
-    nodes = message_nodes(delivery.message)
-    if delivery.message.link is not None:
-        nodes.append(link_paragraph(delivery.message.link))
-    return doc(nodes)
+    message = delivery.message
+    texts, kept = _message_texts(message)
+    return _within_limit(texts, kept, lambda parts: doc(_message_nodes(message, parts) + _ui_link(message, parts)))
 
 
 def issue_fields(delivery: Delivery, project: str, issue_type: str) -> dict[str, Any]:
     context = delivery.intent.context
+    description = delivery.payload["description"] if delivery.payload else issue_description(delivery)
     return {
         "project": {"key": project},
         "summary": jira_summary(context),
         "issuetype": {"name": issue_type},
         "labels": jira_labels(context),
-        "description": issue_description(delivery),
+        "description": description,
     }
+
+
+def _documents(delivery: Delivery) -> dict[str, Any]:
+    """Both documents a Jira delivery may send, made before anything is sent."""
+    return {"description": issue_description(delivery), "comment": comment_body(delivery)}
 
 
 # -- sender ----------------------------------------------------------------
@@ -184,10 +253,16 @@ class JiraSender:
             headers={
                 "Content-Type": "application/json",
                 "Accept": "application/json",
-                IDEMPOTENCY_HEADER: key,
+                IDEMPOTENCY_HEADER: header_value(key),
             },
+            max_body=self._settings.max_response_bytes,
             auth=auth,
         )
+        if response.extensions.get(TRUNCATED):
+            raise PermanentDeliveryError(
+                f"Jira {host_of(base)} answered HTTP {response.status_code} with more than "
+                f"{self._settings.max_response_bytes} bytes (ESCALATION_NOTIFY_MAX_RESPONSE_BYTES)"
+            )
         try:
             answer = response.json()
         except ValueError:
@@ -198,8 +273,12 @@ class JiraSender:
             raise PermanentDeliveryError(f"Jira {host_of(base)} answered with unexpected JSON")
         return answer
 
+    def prepare(self, delivery: Delivery) -> Delivery:
+        return prepared(delivery, _documents)
+
     async def send(self, delivery: Delivery) -> SendResult:
         self._config()
+        delivery = self.prepare(delivery)
         intent = delivery.intent
         async with self._pool.acquire() as conn:
             issue_key = await jira_issues.issue_key(conn, intent.escalation_id)
@@ -210,8 +289,9 @@ class JiraSender:
             async with self._pool.acquire() as conn:
                 issue_key = await jira_issues.issue_key(conn, intent.escalation_id)
             assert issue_key is not None
+        issue_key = checked_issue_key(issue_key, f"recorded for escalation {intent.escalation_id}")
         answer = await self._post(
-            f"/rest/api/3/issue/{issue_key}/comment", {"body": comment_body(delivery)}, intent.key
+            f"/rest/api/3/issue/{issue_key}/comment", {"body": delivery.payload["comment"]}, intent.key
         )
         comment_id = answer.get("id")
         if not comment_id:
@@ -240,6 +320,7 @@ class JiraSender:
             created = answer.get("key")
             if not created:
                 raise PermanentDeliveryError("Jira created no issue (no key in the answer)")
+            created = checked_issue_key(created, "in Jira's answer to the create")
             if not await jira_issues.record_issue(conn, intent.escalation_id, intent.ticket_id, created):
                 kept = await jira_issues.issue_key(conn, intent.escalation_id)
                 log.warning(

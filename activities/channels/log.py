@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from activities.channels import Delivery, SendResult
+from activities.channels import Delivery, SendResult, prepared
 
 log = logging.getLogger("escalations.notifications.log")
 
 
 class LogSender:
+    def prepare(self, delivery: Delivery) -> Delivery:
+        return prepared(delivery, lambda d: d.message.subject)
+
     async def send(self, delivery: Delivery) -> SendResult:
         intent = delivery.intent
         log.info(

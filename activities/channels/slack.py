@@ -1,87 +1,107 @@
-"""Slack incoming webhooks: Block Kit message with a plain-text fallback.
+"""Slack incoming webhooks: Block Kit message with an escaped notification text.
 
 The contact's target is a name (``#eng-oncall``); the webhook URL, a secret, comes
 from ``ESCALATION_SLACK_WEBHOOK_URL_<TARGET>`` (target upper-cased, every run of
 other characters than letters and digits turned into ``_``, e.g. ``ENG_ONCALL``)
 or else ``ESCALATION_SLACK_WEBHOOK_URL``.
+
+Everything a user wrote is escaped for mrkdwn (``&``, ``<``, ``>``: no ``<!channel>``,
+``<@U…>`` mentions or ``<url|label>`` links of theirs), in the blocks and in the top-level
+``text`` (what Slack shows in notifications), and mrkdwn objects are ``verbatim`` (Slack
+turns no URL or channel name in them into a link). Texts are cut to Slack's limits counted
+as Slack counts them, in UTF-16 code units; each line of the message is its own section, so
+a long note is shortened without touching the deadline and reason lines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from activities.channels import Delivery, SendResult, send_chat
-from activities.templates import Rendered
+from activities.channels import Delivery, SendResult, encode, prepared, send_chat
+from activities.templates import Bullets, Link, Rendered, fit, utf16_units
 from escalations.settings import NotificationSettings
 
+# https://docs.slack.dev/reference/block-kit/blocks and .../composition-objects (UTF-16 units)
+TEXT_LIMIT = 40_000  # top-level text: Slack truncates beyond it
 HEADER_LIMIT = 150
-TEXT_LIMIT = 3000
+SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+CONTEXT_LIMIT = 3000
+BUTTON_TEXT_LIMIT = 75
+URL_LIMIT = 3000
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn control characters (``<@U123>`` mentions, ``<url|label>`` links)."""
+    """Slack's control characters: ``&``, ``<``, ``>`` (mentions, links, commands)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def link_url(url: str) -> str:
+    """A URL as it goes inside ``<url|label>``: nothing in it ends the link early."""
+    return url.replace("&", "&amp;").replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
+
+
+def _within(text: str, shape: Callable[[str], str], limit: int) -> str:
+    """``shape(text)`` with ``text`` shortened until it fits ``limit`` UTF-16 units."""
+    [fitted] = fit([text], lambda t: utf16_units(shape(t[0])), limit)
+    return shape(fitted)
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _block_text(block: str | Bullets | Link) -> str:
+    if isinstance(block, Bullets):
+        items = list(block.items)
+        fitted = fit(items, lambda xs: utf16_units("\n".join(f"• {escape(x)}" for x in xs)), SECTION_LIMIT)
+        return "\n".join(f"• {escape(x)}" for x in fitted)
+    if isinstance(block, Link):
+        url = link_url(block.url)
+        return _within(block.label, lambda label: f"<{url}|{escape(label)}>", SECTION_LIMIT)
+    return _within(block, escape, SECTION_LIMIT)
 
 
 def slack_payload(message: Rendered) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": _cut(message.headline, HEADER_LIMIT)},
-        },
-        {
-            "type": "section",
-            "text": {
-                "type": "mrkdwn",
-                "text": _cut(f"*{escape(message.subject)}*\n{escape(message.summary)}", TEXT_LIMIT),
-            },
-        },
+        {"type": "header",
+         "text": {"type": "plain_text", "text": _within(message.headline, str, HEADER_LIMIT)}},
+        {"type": "section", "text": _mrkdwn(_within(message.subject, lambda s: f"*{escape(s)}*", SECTION_LIMIT))},
+        *({"type": "section", "text": _mrkdwn(_block_text(block))} for block in message.blocks),
     ]
     if message.facts:
-        blocks.append(
-            {
-                "type": "section",
-                "fields": [
-                    {
-                        "type": "mrkdwn",
-                        "text": _cut(f"*{escape(label)}*\n{escape(value)}", FIELD_LIMIT),
-                    }
-                    for label, value in message.facts
-                ],
-            }
-        )
-    if message.link is not None:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": message.link.label},
-                        "url": message.link.url,
-                        "action_id": "open_temporal_ui",
-                    }
-                ],
-            }
-        )
+        blocks.append({
+            "type": "section",
+            "fields": [
+                _mrkdwn(_within(value, lambda v, label=label: f"*{escape(label)}*\n{escape(v)}", FIELD_LIMIT))
+                for label, value in message.facts
+            ],
+        })
+    if message.link is not None and utf16_units(message.link.url) <= URL_LIMIT:
+        blocks.append({
+            "type": "actions",
+            "elements": [{
+                "type": "button",
+                "text": {"type": "plain_text", "text": _within(message.link.label, str, BUTTON_TEXT_LIMIT)},
+                "url": message.link.url,
+                "action_id": "open_temporal_ui",
+            }],
+        })
     if message.footer:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(message.footer)}]}
-        )
-    return {"text": message.subject, "blocks": blocks}
+        blocks.append({"type": "context", "elements": [_mrkdwn(_within(message.footer, escape, CONTEXT_LIMIT))]})
+    return {"text": _within(message.subject, escape, TEXT_LIMIT), "blocks": blocks}
 
 
 class SlackSender:
     def __init__(self, settings: NotificationSettings, http: httpx.AsyncClient):
         self._settings = settings
         self._http = http
+
+    def prepare(self, delivery: Delivery) -> Delivery:
+        return prepared(delivery, lambda d: encode(slack_payload(d.message)))
 
     async def send(self, delivery: Delivery) -> SendResult:
         return await send_chat(
@@ -90,6 +110,6 @@ class SlackSender:
             delivery,
             channel="slack",
             label="Slack",
-            payload=slack_payload(delivery.message),
+            payload=self.prepare(delivery).payload,
             id_headers=("x-slack-req-id", "x-request-id"),
         )

@@ -1,11 +1,19 @@
-"""Signed JSON webhooks, and the helpers a receiver uses to check them.
+"""Signed JSON webhooks (Standard Webhooks), and the helpers a receiver uses to check them.
 
-``POST <target>`` with a JSON body and the headers ``Idempotency-Key`` (the
-notification key: the same on every retry of one delivery, so receivers can
-drop repeats), ``X-Escalation-Timestamp`` (unix seconds of this attempt) and
-``X-Escalation-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>``
-with the secret from ``ESCALATION_WEBHOOK_SECRET``. The body is the same on
-every retry; only the timestamp and signature change.
+``POST <target>`` with a JSON body and the Standard Webhooks headers
+(https://www.standardwebhooks.com, verifiers in every language):
+
+* ``webhook-id``: the notification key, the same on every retry of one delivery (receivers
+  drop repeats by it); also sent as ``Idempotency-Key``, with the same value;
+* ``webhook-timestamp``: unix seconds of this attempt;
+* ``webhook-signature``: ``v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>``, so
+  the signature covers the key receivers deduplicate on, the time and the body.
+
+Every destination has its own key (``whsec_…``), derived from ``ESCALATION_WEBHOOK_SECRET``,
+the audience and the target URL (``NotificationSettings.webhook_signing_secret``): a customer
+who can verify its own webhooks cannot sign an internal one. ``escalations webhook-secret
+URL [--customer]`` prints a destination's key. The body is the same on every retry; only the
+timestamp and signature change.
 
 Customers' webhooks get the public part of the escalation only (no handoff
 context, error logs, owner or internal deadlines).
@@ -13,13 +21,13 @@ context, error logs, owner or internal deadlines).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from activities.channels import (
     IDEMPOTENCY_HEADER,
@@ -28,14 +36,16 @@ from activities.channels import (
     SendResult,
     encode,
     first_header,
+    header_value,
     host_of,
     post,
+    prepared,
 )
 from escalations.settings import NotificationSettings
 
-TIMESTAMP_HEADER = "X-Escalation-Timestamp"
-SIGNATURE_HEADER = "X-Escalation-Signature"
-SIGNATURE_VERSION = "v1"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 
 _PUBLIC_ESCALATION = ("ticket_id", "title", "priority", "status")
 _PUBLIC_DETAILS = (
@@ -44,41 +54,22 @@ _PUBLIC_DETAILS = (
 )
 
 
-def sign(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
-    """The ``X-Escalation-Signature`` value: ``v1=`` + hex HMAC-SHA256 of ``"<ts>.<body>"``."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"{SIGNATURE_VERSION}={digest}"
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one attempt (``v1,<base64>``)."""
+    return Webhook(secret).sign(message_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
 
 
-def verify(
-    secret: str | bytes,
-    headers: Mapping[str, str],
-    body: bytes,
-    tolerance: int = 300,
-    now: float | None = None,
-) -> bool:
-    """True if ``body`` was signed with ``secret`` less than ``tolerance`` seconds from ``now``.
+def verify(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """True if ``body`` and ``headers`` were signed with ``secret`` in the last five minutes.
 
-    ``headers`` is any mapping of the request's headers (names in any case). The
-    signature header may list several comma-separated signatures (secret rotation).
+    ``headers`` is any mapping of the request's headers (names in any case); the signature
+    header may list several space-separated signatures (key rotation).
     """
-    lowered = {str(k).lower(): v for k, v in headers.items()}
-    timestamp = lowered.get(TIMESTAMP_HEADER.lower())
-    signatures = lowered.get(SIGNATURE_HEADER.lower())
-    if not timestamp or not signatures:
-        return False
     try:
-        sent_at = int(timestamp)
-    except ValueError:
+        Webhook(secret).verify(body, {str(k): v for k, v in headers.items()}, json_parse=False)
+    except (WebhookVerificationError, ValueError):  # ValueError: a malformed signature header
         return False
-    current = time.time() if now is None else now
-    if abs(current - sent_at) > tolerance:
-        return False
-    expected = sign(secret, timestamp, body)
-    return any(
-        hmac.compare_digest(expected, candidate.strip()) for candidate in signatures.split(",")
-    )
+    return True
 
 
 def webhook_body(delivery: Delivery) -> dict[str, Any]:
@@ -119,20 +110,25 @@ class WebhookSender:
         self._http = http
         self._clock = clock
 
+    def prepare(self, delivery: Delivery) -> Delivery:
+        return prepared(delivery, lambda d: encode(webhook_body(d)))
+
     async def send(self, delivery: Delivery) -> SendResult:
-        secret = self._settings.webhook_secret
-        if secret is None:
+        if self._settings.webhook_secret is None:
             raise PermanentDeliveryError("ESCALATION_WEBHOOK_SECRET is not set")
         target = delivery.intent.target
         if not target:
             raise PermanentDeliveryError("webhook contact has no target URL")
-        body = encode(webhook_body(delivery))
-        timestamp = str(int(self._clock()))
+        body = self.prepare(delivery).payload
+        secret = self._settings.webhook_signing_secret(target, customer=delivery.intent.audience == "customer")
+        message_id = header_value(delivery.intent.key)
+        timestamp = int(self._clock())
         headers = {
             "Content-Type": "application/json",
-            IDEMPOTENCY_HEADER: delivery.intent.key,
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(secret.get_secret_value(), timestamp, body),
+            IDEMPOTENCY_HEADER: message_id,
+            ID_HEADER: message_id,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(secret, message_id, timestamp, body),
         }
         response = await post(
             self._http,
@@ -141,5 +137,6 @@ class WebhookSender:
             timeout=self._settings.request_timeout,
             content=body,
             headers=headers,
+            max_body=self._settings.max_response_bytes,
         )
         return SendResult(first_header(response, "x-request-id") or str(response.status_code))

@@ -76,7 +76,7 @@ from escalations.repair import replays
 from schemas.escalation import EscalationRequest, EscalationState
 from worker import build_replayer
 
-SECRET = "bench-outage-webhook-secret"
+SECRET = "bench-outage-webhook-secret-32-characters"
 LEVELS = ("tier1", "tier2", "engineering", "management")
 TIMER_DRIVEN = ("escalated", "ack_reminder", "customer_updated", "sla_at_risk", "sla_breached")
 AT_RISK = 0.75

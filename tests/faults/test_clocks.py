@@ -56,7 +56,7 @@ from tests.helpers.requests import blog_request
 from tests.helpers.workers import running_worker
 from worker import build_replayer
 
-SECRET = "fault-suite-webhook-secret"
+SECRET = "fault-suite-webhook-secret-32-characters"
 TIMER_DRIVEN = {"escalated", "ack_reminder", "customer_updated", "sla_at_risk", "sla_breached", "hold_released",
                 "resumed", "owner_changed"}
 

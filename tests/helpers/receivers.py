@@ -14,7 +14,8 @@ test's own event loop, and are used as async context managers::
 Scripted replies are served in order per path; once a path's script is used up it gets
 the default reply (200 ``ok`` with an ``X-Request-Id``), or, under ``/rest/api/3/``, the
 fake Jira (``jira_delay`` seconds late if set). ``Reply(delay=...)`` makes the server hang before answering; the handler is
-cancelled when the client gives up.
+cancelled when the client gives up. ``Reply(endless=True)`` answers with a body that never
+ends (filler in 64 KiB chunks until the client hangs up); ``streamed_bytes`` counts what it wrote.
 
 The SMTP recorder uses aiosmtpd's ``SMTP`` protocol directly on a server of this loop
 instead of its ``Controller`` (a thread with its own loop): the OS-chosen port has no
@@ -72,6 +73,7 @@ class Reply:
     body: bytes | str | dict[str, Any] | list[Any] = b"ok"
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    endless: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class HttpRecorder:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.streamed_bytes = 0
 
     async def __aenter__(self) -> HttpRecorder:
         app = web.Application()
@@ -139,12 +142,29 @@ class HttpRecorder:
         self.requests.append(recorded)
         script = self._scripts.get(request.path)
         if script:
-            return await self._reply(script.popleft())
+            reply = script.popleft()
+            if reply.endless:
+                return await self._endless(request, reply)
+            return await self._reply(reply)
         if request.path.startswith("/rest/api/3/"):
             if self.jira_delay:
                 await asyncio.sleep(self.jira_delay)
             return self._jira(recorded)
         return await self._reply(Reply(headers={"X-Request-Id": f"req-{next(self._ids)}"}))
+
+    async def _endless(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(status=reply.status, headers=dict(reply.headers))
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            while True:
+                await response.write(chunk)
+                self.streamed_bytes += len(chunk)
+                await asyncio.sleep(0)
+        except (ConnectionError, RuntimeError):
+            # The client hung up (aiohttp raises ConnectionResetError, or RuntimeError once
+            # the transport is closed): the end of the test's stream.
+            return response
 
     @staticmethod
     async def _reply(reply: Reply) -> web.Response:

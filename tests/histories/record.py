@@ -272,7 +272,7 @@ async def main() -> None:
                             ]
                     (work / "fail").mkdir()
                     fail_policy = write_policy(work / "fail", levels=levels, name="replay-fail")
-                    environ = {"ESCALATION_WEBHOOK_SECRET": "s", "ESCALATION_JIRA_BASE_URL": receiver.url,
+                    environ = {"ESCALATION_WEBHOOK_SECRET": "s" * 32, "ESCALATION_JIRA_BASE_URL": receiver.url,
                                "ESCALATION_JIRA_EMAIL": "bot@example.com", "ESCALATION_JIRA_API_TOKEN": "t"}
                     async with running_worker(env.client, pool, queue + "-fail", fail_policy, environ):
                         await failing_channels(env.client, queue + "-fail")
