@@ -267,6 +267,28 @@ def test_the_packaged_default_policy_has_a_contract():
     assert policy.choose_contract(customer_id="acme", segment="enterprise", plan=None) is None
 
 
+async def test_a_version_pinned_before_contracts_existed_still_pins(pg_pool):
+    """Versions in PostgreSQL were pinned with digests of documents that had no ``contracts``
+    key; the same file must not read as changed now that the model has one (empty)."""
+    import hashlib
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.policy import PolicyActivities
+    from escalations.db.eventstore import register_policy
+    from escalations.policies import PolicySource
+    from schemas.activities import PolicyRequest
+
+    policy = load_policy_file(policy_path("fast"))
+    before = {key: value for key, value in policy.model_dump(mode="json").items() if key != "contracts"}
+    released = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    async with pg_pool.acquire() as conn:
+        await register_policy(conn, policy.name, policy.version, released, before)
+    activities = PolicyActivities(pg_pool, PolicySource.from_setting(str(policy_path("fast"))))
+    loaded = await ActivityEnvironment().run(activities.pin_policy, PolicyRequest())
+    assert loaded.digest == released and loaded.policy.contracts == []
+
+
 # -- real runs ---------------------------------------------------------------------------
 
 
