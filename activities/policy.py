@@ -17,7 +17,12 @@ from schemas.policy import Policy, PolicyError
 
 
 def policy_digest(policy: Policy) -> str:
-    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    document = policy.model_dump(mode="json")
+    # A policy without contracts keeps the digest its version was pinned with before the
+    # key existed; otherwise every version already in PostgreSQL would read as changed.
+    if not document.get("contracts"):
+        document.pop("contracts", None)
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -73,6 +73,8 @@ class Customer(Model):
     id: Name
     name: Name
     segment: Annotated[str, Field(max_length=64), ONE_LINE] | None = None
+    plan: Annotated[str, Field(max_length=64), ONE_LINE] | None = Field(
+        default=None, description="The customer's plan, matched by the policy's contracts beside segment and id.")
     timezone: Annotated[str, Field(max_length=64), ONE_LINE] | None = None
     # Exactly one address: "a@x.com, b@y.com" used to pass a first-address check and reach
     # every address listed.
@@ -215,6 +217,7 @@ def details_for(request: EscalationRequest) -> str:
         f"category `{request.category}`",
         f"**Customer** {request.customer.name} (`{request.customer.id}`"
         + (f", {request.customer.segment}" if request.customer.segment else "")
+        + (f", plan {request.customer.plan}" if request.customer.plan else "")
         + ")",
         f"**Impact** {request.impact.users_affected} users"
         + (" · critical" if request.impact.critical else "")
@@ -418,6 +421,8 @@ class EscalationState(BaseModel):
     last_notification_error: str | None = None
     trigger: Trigger
     policy: PolicyRef
+    contract: str | None = Field(
+        default=None, description="Key of the customer contract whose SLA targets apply (None: the policy's own).")
     opened_at: AwareDatetime
     acknowledged_at: AwareDatetime | None = None
     acknowledged_by: str | None = None

@@ -218,6 +218,112 @@ class Criteria(Strict):
         return rules
 
 
+# -- customer contracts ----------------------------------------------------------
+# Reserved for "under no contract" where contracts are named (the KPIs' ``contract=none``).
+NO_CONTRACT = "none"
+MatchValue = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+class ContractMatch(Strict):
+    """Which customers a contract covers: every field given must match; within a list, any value.
+
+    ``segment`` and ``plan`` compare ignoring case (as the sweep's ``segment`` does);
+    ``customer_ids`` exactly. ``any_customer: true`` is the catch-all.
+    """
+
+    segment: list[MatchValue] | None = None
+    plan: list[MatchValue] | None = None
+    customer_ids: list[MatchValue] | None = None
+    any_customer: bool | None = None
+
+    @field_validator("segment", "plan", "customer_ids", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return _as_list(value)
+
+    @field_validator("segment", "plan", "customer_ids")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list matches no customer")
+        return value
+
+    @field_validator("any_customer")
+    @classmethod
+    def _only_true(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError("any_customer: false matches no customer; leave it out")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> "ContractMatch":
+        given = [name for name in ("segment", "plan", "customer_ids") if getattr(self, name) is not None]
+        if self.any_customer and given:
+            raise ValueError(f"any_customer: true matches everyone; drop {', '.join(given)} or any_customer")
+        if not self.any_customer and not given:
+            raise ValueError("an empty match applies to no customer: give segment, plan, customer_ids "
+                             "or any_customer: true")
+        return self
+
+    def conditions(self) -> dict[str, frozenset[str]]:
+        """Field -> accepted values (segment and plan case-folded); empty for the catch-all."""
+        found: dict[str, frozenset[str]] = {}
+        for name in ("segment", "plan"):
+            values = getattr(self, name)
+            if values is not None:
+                found[name] = frozenset(v.casefold() for v in values)
+        if self.customer_ids is not None:
+            found["customer_ids"] = frozenset(self.customer_ids)
+        return found
+
+    def matches(self, *, customer_id: str, segment: str | None, plan: str | None) -> bool:
+        seen = {"customer_ids": customer_id, "segment": segment.casefold() if segment else None,
+                "plan": plan.casefold() if plan else None}
+        return all(seen[name] in values for name, values in self.conditions().items())
+
+    def covers(self, other: "ContractMatch") -> bool:
+        """Every customer ``other`` matches, this matches too (so ``other`` after it never applies)."""
+        mine, theirs = self.conditions(), other.conditions()
+        return all(name in theirs and theirs[name] <= values for name, values in mine.items())
+
+    def describe(self) -> str:
+        if self.any_customer:
+            return "any customer"
+        parts = [f"{name} {' | '.join(values)}" for name in ("segment", "plan", "customer_ids")
+                 if (values := getattr(self, name)) is not None]
+        return " and ".join(parts)
+
+
+class ContractTargets(Strict):
+    """A contract's overrides for one priority; what it leaves out comes from ``priorities``."""
+
+    resolve_within: Duration | None = None
+    customer_update_every: Duration | None = None
+    at_risk_at: float | None = None
+    calendar: str | None = None
+    ack_within: dict[str, Duration] = Field(default_factory=dict)
+
+    @field_validator("at_risk_at")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"at_risk_at must be between 0 and 1 (exclusive), got {value}")
+        return value
+
+
+class Contract(Strict):
+    """SLA targets sold to some customers: matched on the customer, overriding per priority."""
+
+    key: Slug
+    name: str | None = None
+    match: ContractMatch
+    priorities: dict[str, ContractTargets] = Field(default_factory=dict)
+
+
 class Policy(Strict):
     name: Slug
     version: int = Field(ge=1)
@@ -235,6 +341,7 @@ class Policy(Strict):
     max_pause: Duration = timedelta(days=14)
     continue_as_new_after_events: int = Field(default=5000, ge=50)
     criteria: Criteria | None = None
+    contracts: list[Contract] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> "Policy":
@@ -288,6 +395,7 @@ class Policy(Strict):
                     f"routes.{category}: unknown level or department {target!r} "
                     f"(known: {', '.join(sorted(responders))})"
                 )
+        problems.extend(self._contract_problems(responders))
         if not problems:
             problems.extend(self._escalation_cycles())
             problems.extend(self._holds_on_always_open())
@@ -316,25 +424,101 @@ class Policy(Strict):
                 current = self.departments[current].escalates_to
         return problems
 
+    def _contract_problems(self, responders: set[str]) -> list[str]:
+        problems: list[str] = []
+        first_with_key: dict[str, int] = {}
+        for index, contract in enumerate(self.contracts):
+            where = f"contracts[{index}]"
+            if contract.key == NO_CONTRACT:
+                problems.append(f"{where}.key: {NO_CONTRACT!r} is reserved for escalations under no contract")
+            elif contract.key in first_with_key:
+                problems.append(f"{where}.key: {contract.key!r} is already the key of "
+                                f"contracts[{first_with_key[contract.key]}]")
+            else:
+                first_with_key[contract.key] = index
+            for earlier_index, earlier in enumerate(self.contracts[:index]):
+                if earlier.match.covers(contract.match):
+                    problems.append(
+                        f"{where}.match: never applies: every customer it matches ({contract.match.describe()}) "
+                        f"is matched first by contracts[{earlier_index}] ({earlier.key}: {earlier.match.describe()})"
+                    )
+                    break
+            for pname, override in contract.priorities.items():
+                at = f"{where}.priorities.{pname}"
+                if pname not in PRIORITIES:
+                    problems.append(f"{at}: unknown priority {pname!r} (priorities: {', '.join(PRIORITIES)})")
+                    continue
+                if override.calendar is not None and override.calendar not in self.calendar_names:
+                    problems.append(f"{at}.calendar: unknown calendar {override.calendar!r} "
+                                    f"(known: {', '.join(self.calendar_names)})")
+                for responder_id in override.ack_within:
+                    if responder_id not in responders:
+                        problems.append(
+                            f"{at}.ack_within.{responder_id}: unknown level {responder_id!r} "
+                            f"(levels and departments: {', '.join([*self.level_ids, *self.departments])})"
+                        )
+        return problems
+
     def _holds_on_always_open(self) -> list[str]:
         problems = []
         level_ids = [lvl.id for lvl in self.levels]
-        for pname, targets in self.priorities.items():
+        for pname, contract_key, targets in self._every_target():
             if targets.calendar != ALWAYS_OPEN:
                 continue
+            under = f" under contract {contract_key!r}" if contract_key is not None else ""
             for lvl in self.levels[level_ids.index(targets.entry_level) :]:
                 if lvl.hold_until_available:
                     problems.append(
                         f"levels[{level_ids.index(lvl.id)}].hold_until_available: level "
-                        f"{lvl.id!r} is reachable by {pname}, a {ALWAYS_OPEN} priority"
+                        f"{lvl.id!r} is reachable by {pname}{under}, a {ALWAYS_OPEN} priority"
                     )
             for dep_id, dep in self.departments.items():
                 if dep.hold_until_available and dep_id in self.routes.values():
                     problems.append(
                         f"departments.{dep_id}.hold_until_available: reachable by functional "
-                        f"{pname} escalations, a {ALWAYS_OPEN} priority"
+                        f"{pname} escalations{under}, a {ALWAYS_OPEN} priority"
                     )
         return sorted(set(problems))
+
+    def _every_target(self) -> list[tuple[str, str | None, PriorityTargets]]:
+        """(priority, contract key or None, effective targets) for every combination in use."""
+        found = [(pname, None, targets) for pname, targets in self.priorities.items()]
+        for contract in self.contracts:
+            found.extend((pname, contract.key, self.targets(pname, contract.key))
+                         for pname in self.priorities if pname in contract.priorities)
+        return found
+
+    # -- contracts: which one a customer has, and what it changes ----------------
+
+    def contract(self, key: str) -> Contract:
+        for contract in self.contracts:
+            if contract.key == key:
+                return contract
+        raise KeyError(f"policy {self.name} v{self.version} has no contract {key!r}")
+
+    def choose_contract(self, *, customer_id: str, segment: str | None, plan: str | None) -> str | None:
+        """The key of the first contract matching the customer; None: the policy's own targets."""
+        for contract in self.contracts:
+            if contract.match.matches(customer_id=customer_id, segment=segment, plan=plan):
+                return contract.key
+        return None
+
+    def targets(self, priority: str, contract: str | None = None) -> PriorityTargets:
+        """A priority's targets under ``contract`` (None: the policy's ``priorities``)."""
+        base = self.priorities[priority]  # type: ignore[index]
+        override = self.contract(contract).priorities.get(priority) if contract is not None else None
+        if override is None:
+            return base
+        changes = override.model_dump(exclude_none=True, exclude={"ack_within"})
+        return base.model_copy(update=changes) if changes else base
+
+    def ack_within(self, responder_id: str, priority: str, contract: str | None = None) -> timedelta:
+        """How long ``responder_id`` has to acknowledge an escalation of ``priority`` under ``contract``."""
+        if contract is not None:
+            override = self.contract(contract).priorities.get(priority)
+            if override is not None and responder_id in override.ack_within:
+                return override.ack_within[responder_id]
+        return self.responder(responder_id).ack_within
 
     @property
     def calendar_names(self) -> list[str]:
@@ -410,6 +594,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
             text += f"[{part}]"
         elif isinstance(part, str) and "[" not in part and part.startswith(("function-", "literal")):
             continue
+        elif part == "[key]":
+            # pydantic's marker for a mapping key that failed: the path already names the key.
+            continue
         else:
             text += f".{part}" if text else str(part)
     return text or "(top level)"
@@ -421,6 +608,8 @@ def describe_errors(error: ValidationError) -> list[str]:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        elif item["loc"] and item["loc"][-1] == "[key]":
+            message = f"unknown key ({message})"
         if not item["loc"]:
             # Cross-reference checks name their own key paths, one problem per "; ".
             problems.extend(message.split("; "))
@@ -455,17 +644,26 @@ def load_policy_file(path: str | Path) -> Policy:
     return load_policy_text(text, str(path))
 
 
-def describe_targets(policy: Policy) -> list[tuple[str, str, str, str, str, str]]:
-    """Rows of (priority, entry, resolve within, updates every, at risk at, calendar)."""
-    return [
-        (
+def describe_targets(policy: Policy, contract: str | None = None) -> list[tuple[str, str, str, str, str, str]]:
+    """Rows of (priority, entry, resolve within, updates every, at risk at, calendar): the
+    effective targets under ``contract`` (None: the policy's own ``priorities``)."""
+    rows = []
+    for pname in sorted(policy.priorities):
+        t = policy.targets(pname, contract)
+        rows.append((
             pname,
             t.entry_level,
             format_duration(t.resolve_within),
             format_duration(t.customer_update_every),
             f"{t.at_risk_at:.0%}",
             t.calendar,
-        )
-        for pname, t in sorted(policy.priorities.items())
-    ]
+        ))
+    return rows
 
+
+def describe_ack_chain(policy: Policy, priority: str, contract: str | None = None) -> str:
+    """``tier2 30m → engineering 30m → management 1h``: who must acknowledge how fast, from the
+    priority's entry level up the chain, under ``contract``."""
+    entry = policy.priorities[priority].entry_level  # type: ignore[index]
+    chain = policy.level_ids[policy.level_ids.index(entry):]
+    return " → ".join(f"{level} {format_duration(policy.ack_within(level, priority, contract))}" for level in chain)

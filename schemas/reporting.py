@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
-from schemas.policy import Priority
+from schemas.policy import NO_CONTRACT, Priority
 from schemas.text import reject_nul
 
 
@@ -15,11 +15,29 @@ class KpiFilters(BaseModel):
     until: AwareDatetime | None = None
     priority: Priority | None = None
     category: str | None = Field(default=None, min_length=1, max_length=100)
+    contract: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64,
+        description=f"Only escalations under this contract key; {NO_CONTRACT!r}: those under no contract.",
+    )
 
 
 class Frequency(BaseModel):
     key: str
     escalations: int
+
+
+class ContractKpis(BaseModel):
+    """The SLA and resolution KPIs of the escalations under one contract (None: under none)."""
+
+    contract: str | None
+    escalations: int
+    resolved: int
+    resolved_within_sla: int
+    resolved_within_sla_share: float | None = Field(description="resolved within SLA / resolved")
+    mean_time_to_resolution_seconds: float | None = Field(description="net of pauses")
+    p90_time_to_resolution_seconds: float | None = Field(description="net of pauses")
+    csat_average: float | None
+    csat_responses: int
 
 
 class KpiReport(BaseModel):
@@ -39,6 +57,8 @@ class KpiReport(BaseModel):
     by_level_reached: list[Frequency]
     by_kind: list[Frequency]
     by_priority: list[Frequency]
+    by_contract: list[ContractKpis] = Field(
+        default_factory=list, description="per contract key (null: under no contract), most escalations first")
 
 
 class CsatSubmission(BaseModel):

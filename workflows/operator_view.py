@@ -45,9 +45,9 @@ def changed_attributes(wanted: dict[str, Any], published: dict[str, Any]) -> lis
 
 
 def details(state: RunState, summary: str, last: Change | None, *, full: bool = True) -> str:
-    """Current details (Markdown): status, level, owner, next deadline, SLA, the path (every move:
-    from → to, auto or by whom, when, why; ``full`` False: the last only, as released runs
-    show it) and failed notifications (count and last error)."""
+    """Current details (Markdown): status, level, owner, next deadline, SLA and the contract whose
+    targets apply, the path (every move: from → to, auto or by whom, when, why; ``full`` False:
+    the last only, as released runs show it) and failed notifications (count and last error)."""
     view = state.view
     nxt_due = upcoming(state) if view.status not in ("resolved", "closed") else []
     nxt = f"{nxt_due[0].label} at {nxt_due[0].at:%Y-%m-%d %H:%M:%S} UTC" if nxt_due else "none"
@@ -59,7 +59,8 @@ def details(state: RunState, summary: str, last: Change | None, *, full: bool = 
         f"**Status** {view.status} · **Level** {view.level_name} (`{view.level}`) · **Owner** {owner}",
         f"**Next deadline** {nxt}",
         f"**SLA** {'BREACHED' if view.sla_breached else ('at risk' if view.sla_at_risk else 'on track')}"
-        + (f" · resolve by {view.deadlines.resolve_due:%Y-%m-%d %H:%M:%S} UTC" if view.deadlines.resolve_due else ""),
+        + (f" · resolve by {view.deadlines.resolve_due:%Y-%m-%d %H:%M:%S} UTC" if view.deadlines.resolve_due else "")
+        + (f" · **Contract** `{view.contract}`" if view.contract else " · **Contract** none (policy targets)"),
     ]
     if view.path and not full:
         move = view.path[-1]

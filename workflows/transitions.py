@@ -37,7 +37,7 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.policy import Contact as PolicyContact
-from schemas.policy import ContactPoint, Policy
+from schemas.policy import ContactPoint, Policy, PriorityTargets
 from workflows import clocks as clk
 from workflows import routing
 from workflows.calendar import WorkingCalendar, calendar_named
@@ -99,8 +99,18 @@ def draft(state: RunState) -> RunState:
                                     "clocks": state.clocks.model_copy(deep=True)})
 
 
+def targets(state: RunState) -> PriorityTargets:
+    """The run's SLA targets: its priority's, as its contract (chosen at open) overrides them."""
+    return state.policy.targets(state.view.priority, state.view.contract)
+
+
+def ack_within(state: RunState, level: str) -> timedelta:
+    """How long ``level`` has to acknowledge this run (its contract may shorten or lengthen it)."""
+    return state.policy.ack_within(level, state.view.priority, state.view.contract)
+
+
 def sla_calendar(state: RunState) -> WorkingCalendar:
-    return calendar_named(state.policy, state.policy.priorities[state.view.priority].calendar)
+    return calendar_named(state.policy, targets(state).calendar)
 
 
 def ack_calendar(state: RunState) -> WorkingCalendar:
@@ -109,12 +119,11 @@ def ack_calendar(state: RunState) -> WorkingCalendar:
 
 def upcoming(state: RunState) -> list[clk.Due]:
     """Every pending deadline of the run, earliest first."""
-    targets = state.policy.priorities[state.view.priority]
     return clk.upcoming(
         state.clocks,
         level=state.view.level,
         priority=state.view.priority,
-        at_risk_fraction=targets.at_risk_at,
+        at_risk_fraction=targets(state).at_risk_at,
         sla_calendar=sla_calendar(state),
         ack_calendar=ack_calendar(state),
     )
@@ -129,7 +138,7 @@ def refresh(state: RunState, at: datetime) -> None:
     """Derive the view's status and deadlines from the clocks (in place, on a draft)."""
     view, clocks = state.view, state.clocks
     calendar = sla_calendar(state)
-    targets = state.policy.priorities[view.priority]
+    at_risk_fraction = targets(state).at_risk_at
     view.paused_since = clocks.paused_since
     view.paused_total = clocks.paused_total
     if view.status not in ("resolved", "closed"):
@@ -144,7 +153,7 @@ def refresh(state: RunState, at: datetime) -> None:
             resolve_due=clk.due_at(clocks.resolve, calendar),
             next_customer_update_due=clk.due_at(clocks.cadence, calendar) if clocks.cadence else None,
             at_risk_at=(None if clocks.at_risk_notified
-                        else clk.due_at(clocks.resolve, calendar, targets.at_risk_at)),
+                        else clk.due_at(clocks.resolve, calendar, at_risk_fraction)),
             auto_resume_at=(clocks.paused_since + clocks.max_pause
                             if clocks.paused_since and clocks.max_pause else None),
         )
@@ -180,7 +189,7 @@ def _enter_level(state: RunState, level: str, at: datetime, changes: list[Change
     view.owner_contact = _contact(paging.owner)
     clocks.handover_at = routing.owner_handover(policy, level, at)
     clocks.ack_reminders = 0
-    clocks.ack_calendar = policy.priorities[view.priority].calendar
+    clocks.ack_calendar = targets(state).calendar
     starts = at
     available = routing.responder_calendar(policy, level)
     if responder.hold_until_available and not available.is_working(at):
@@ -193,7 +202,7 @@ def _enter_level(state: RunState, level: str, at: datetime, changes: list[Change
                    {"level": level, "until": starts.isoformat(), "reason": reason,
                     "path_entry": entry.model_dump(mode="json")})
         )
-    clocks.ack = clk.Clock(budget=responder.ack_within, running_since=starts)
+    clocks.ack = clk.Clock(budget=ack_within(state, level), running_since=starts)
     # The people of a held level hear about it when the hold ends, not now.
     clocks.held_until = starts if starts != at else None
     if clocks.held_until is None:
@@ -250,17 +259,19 @@ def open_escalation(request: EscalationRequest, policy: Policy, *, escalation_id
     except routing.RoutingError as err:
         raise Unroutable(str(err)) from None
     fingerprint = routing.fingerprint(request)
-    targets = policy.priorities[request.priority]
+    customer = request.customer
+    contract = policy.choose_contract(customer_id=customer.id, segment=customer.segment, plan=customer.plan)
+    chosen = policy.targets(request.priority, contract)
     clocks = clk.ClockSet(
-        resolve=clk.started(targets.resolve_within, at),
-        cadence=clk.started(targets.customer_update_every, at),
+        resolve=clk.started(chosen.resolve_within, at),
+        cadence=clk.started(chosen.customer_update_every, at),
     )
     view = EscalationState(
         escalation_id=escalation_id, ticket_id=request.ticket_id, workflow_id=workflow_id,
         title=request.title, customer=request.customer, category=request.category, kind=request.kind,
         status="open", priority=request.priority, level=entry, level_name=policy.responder_name(entry),
         owner=None, route=entry, deadlines=Deadlines(), trigger=request.trigger,
-        policy=PolicyRef(name=policy.name, version=policy.version), opened_at=at,
+        policy=PolicyRef(name=policy.name, version=policy.version), contract=contract, opened_at=at,
         repeat_of=repeat_of, repeat_count=repeat_count, updated_at=at,
     )
     state = RunState(view=view, policy=policy, clocks=clocks, fingerprint=fingerprint)
@@ -298,7 +309,7 @@ def deadlines(state: RunState, at: datetime, due: set[str]) -> Decision:
     """Act on the deadlines ``due`` at ``at``; clocks that restart restart from ``at``."""
     state = draft(state)
     view, clocks, policy = state.view, state.clocks, state.policy
-    targets = policy.priorities[view.priority]
+    chosen = targets(state)
     calendar = sla_calendar(state)
     changes: list[Change] = []
     if "at_risk" in due and "breach" not in due:
@@ -317,9 +328,9 @@ def deadlines(state: RunState, at: datetime, due: set[str]) -> Decision:
         view.sla_at_risk = True
         view.breached_at = at
         changes.append(
-            Change("sla_breached", {"resolve_within_seconds": targets.resolve_within.total_seconds()},
-                   [Notify("breach", "sla_breached", responder=targets.breach_notifies,
-                           extra={"reason": f"not resolved within {format_duration(targets.resolve_within)}"})])
+            Change("sla_breached", {"resolve_within_seconds": chosen.resolve_within.total_seconds()},
+                   [Notify("breach", "sla_breached", responder=chosen.breach_notifies,
+                           extra={"reason": f"not resolved within {format_duration(chosen.resolve_within)}"})])
         )
     if "ack" in due:
         _ack_timeout(state, at, changes)
@@ -333,7 +344,7 @@ def deadlines(state: RunState, at: datetime, due: set[str]) -> Decision:
     if "cadence" in due:
         clocks.customer_updates += 1
         view.counts.customer_updates += 1
-        clocks.cadence = clk.started(targets.customer_update_every, at)
+        clocks.cadence = clk.started(chosen.customer_update_every, at)
         number = clocks.customer_updates
         changes.append(
             Change("customer_updated", {"number": number, "auto": True},
@@ -362,7 +373,7 @@ def _ack_timeout(state: RunState, at: datetime, changes: list[Change]) -> None:
     if nxt is None:
         clocks.ack_reminders += 1
         view.counts.ack_reminders += 1
-        clocks.ack = clk.started(policy.responder(view.level).ack_within, at)
+        clocks.ack = clk.started(ack_within(state, view.level), at)
         changes.append(
             Change("ack_reminder", {"level": view.level, "number": clocks.ack_reminders},
                    [Notify("owner", "ack_reminder", responder=view.level,
@@ -455,7 +466,7 @@ def add_note(state: RunState, command: AddNoteCommand, at: datetime) -> Decision
                                    "customer_visible": command.customer_visible})
     if command.customer_visible:
         state.view.counts.customer_updates += 1
-        every = state.policy.priorities[state.view.priority].customer_update_every
+        every = targets(state).customer_update_every
         if state.clocks.paused_since is None:
             state.clocks.cadence = clk.started(every, at)
         else:
@@ -475,12 +486,12 @@ def check_pause(state: RunState, command: PauseCommand | None = None) -> None:
 def pause(state: RunState, command: PauseCommand, at: datetime) -> Decision:
     check_pause(state, command)
     state = draft(state)
-    targets = state.policy.priorities[state.view.priority]
+    chosen = targets(state)
     state.clocks = clk.paused(
         state.clocks, sla_calendar(state), at,
-        stop_ack=targets.pause_stops_ack,
+        stop_ack=chosen.pause_stops_ack,
         ack_calendar=ack_calendar(state),
-        max_pause=targets.max_pause or state.policy.max_pause,
+        max_pause=chosen.max_pause or state.policy.max_pause,
     )
     state.view.counts.pauses += 1
     return Decision(state, [Change("paused", {"by": command.by, "via": command.via, "reason": command.reason})])
@@ -566,18 +577,25 @@ def apply_policy(state: RunState, command: ApplyPolicyCommand, policy: Policy) -
                              "escalate to one of its levels first")
     state = draft(state)
     view = state.view
-    old = state.policy.version
-    targets = policy.priorities[view.priority]
+    old, old_contract = state.policy.version, view.contract
+    # The newer version's contracts decide again, as if the run had opened under it.
+    customer = view.customer
+    contract = policy.choose_contract(customer_id=customer.id, segment=customer.segment, plan=customer.plan)
+    chosen = policy.targets(view.priority, contract)
     clocks = state.clocks
     state.clocks = clocks.model_copy(update={
-        "resolve": clk.rebudgeted(clocks.resolve, targets.resolve_within),
-        "cadence": clk.rebudgeted(clocks.cadence, targets.customer_update_every) if clocks.cadence else None,
-        "ack": clk.rebudgeted(clocks.ack, policy.responder(view.level).ack_within) if clocks.ack else None,
+        "resolve": clk.rebudgeted(clocks.resolve, chosen.resolve_within),
+        "cadence": clk.rebudgeted(clocks.cadence, chosen.customer_update_every) if clocks.cadence else None,
+        "ack": (clk.rebudgeted(clocks.ack, policy.ack_within(view.level, view.priority, contract))
+                if clocks.ack else None),
     })
     state.policy = policy
     view.policy = PolicyRef(name=policy.name, version=policy.version)
-    return Decision(state, [Change("policy_applied", {"by": command.by, "via": command.via, "from_version": old,
-                                                      "to_version": policy.version})])
+    view.contract = contract
+    payload: dict[str, Any] = {"by": command.by, "via": command.via, "from_version": old, "to_version": policy.version}
+    if contract != old_contract:
+        payload.update(from_contract=old_contract, contract=contract)
+    return Decision(state, [Change("policy_applied", payload)])
 
 
 def postmortem_report(state: RunState, report: PostmortemReport) -> Decision | None:

@@ -54,7 +54,8 @@ async def record_csat(ticket_id: TicketIdPath, submission: CsatSubmission, pool:
     dependencies=[Depends(READ)],
 )
 async def get_kpis(filters: Annotated[KpiFilters, Query()], pool: PoolDep) -> KpiReport:
-    """Share resolved within SLA, time to resolution (net of pauses), CSAT, repeats, frequencies;
-    optional ``since``/``until`` (ISO-8601 with offset), ``priority``, ``category``."""
+    """Share resolved within SLA, time to resolution (net of pauses), CSAT, repeats, frequencies,
+    the same per contract; optional ``since``/``until`` (ISO-8601 with offset), ``priority``,
+    ``category``, ``contract`` (a contract key, or ``none``: under no contract)."""
     async with pool.acquire() as conn:
         return await kpis.compute_kpis(conn, filters)

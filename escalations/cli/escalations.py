@@ -360,6 +360,7 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
     rows.append(("notifications", f"{state.notifications_sent} sent"
                  + (f", {state.notifications_failed} failed" if state.notifications_failed else "")))
     rows.append(("policy", f"{state.policy.name} v{state.policy.version}"))
+    rows.append(("contract", state.contract or "none (the policy's own targets)"))
     rows.append(("opened by", state.trigger.source
                  + (f" · {state.trigger.criterion}" if state.trigger.criterion else "")
                  + _via(state.trigger.via)))

@@ -100,11 +100,14 @@ def kpis(
     until: Annotated[str | None, typer.Option(help="Opened before (ISO-8601, or 1d back from now)")] = None,
     priority: Annotated[str | None, typer.Option(help="Only this priority (P1-P4)")] = None,
     category: Annotated[str | None, typer.Option(help="Only this category")] = None,
+    contract: Annotated[
+        str | None, typer.Option(help="Only escalations under this contract key ('none': under no contract)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
     chart: Annotated[Path | None, typer.Option(help="Also draw the KPIs into this PNG file")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Escalation KPIs: SLA, time to resolution, CSAT, repeats, frequency by category and level."""
+    """Escalation KPIs: SLA, time to resolution, CSAT, repeats, frequency by category and level, per contract."""
     from pydantic import ValidationError
 
     from escalations.db.kpis import compute_kpis, resolution_times
@@ -114,7 +117,7 @@ def kpis(
     try:
         filters = KpiFilters(
             since=_moment(since, "--since", now), until=_moment(until, "--until", now),
-            priority=priority, category=category,
+            priority=priority, category=category, contract=contract,
         )
     except ValidationError as exc:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -156,6 +159,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
             f"until {f.until.isoformat()}" if f.until else "",
             f"priority {f.priority}" if f.priority else "",
             f"category {f.category}" if f.category else "",
+            f"contract {f.contract}" if f.contract else "",
         ) if part
     ) or "all escalations"
     table = Table(title=f"Escalation KPIs · {scope}")
@@ -189,6 +193,18 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
             cells.extend([item.key, str(item.escalations)] if item else ["", ""])
         frequencies.add_row(*cells)
     console.print(frequencies)
+    by_contract = Table(title="By contract")
+    for column in ("contract", "escalations", "resolved", "within SLA", "mean to resolve", "p90 to resolve",
+                   "CSAT"):
+        by_contract.add_column(column, justify="left" if column == "contract" else "right")
+    for group in report.by_contract:
+        by_contract.add_row(
+            group.contract or "(none: policy targets)", str(group.escalations), str(group.resolved),
+            f"{_share(group.resolved_within_sla_share)} ({group.resolved_within_sla}/{group.resolved})",
+            _seconds(group.mean_time_to_resolution_seconds), _seconds(group.p90_time_to_resolution_seconds),
+            "—" if group.csat_average is None else f"{group.csat_average:.2f} ({group.csat_responses})",
+        )
+    console.print(by_contract)
 
 
 def draw_chart(report, resolution_seconds: list[float], path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""``escalations policy check FILE``: validate a policy and show its chain and targets."""
+"""``escalations policy check FILE``: validate a policy and show its chain, targets per contract and routing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.durations import format_duration
-from schemas.policy import Policy, PolicyError, describe_targets, load_policy_file
+from schemas.policy import Policy, PolicyError, describe_ack_chain, describe_targets, load_policy_file
 
 policy_app = typer.Typer(help="Escalation policies.", no_args_is_help=True)
 
@@ -34,13 +34,31 @@ def _chain(policy: Policy) -> Table:
     return table
 
 
-def _targets(policy: Policy) -> Table:
-    table = Table(title="SLA targets")
+def _targets(policy: Policy, contract: str | None = None) -> Table:
+    """The effective targets per priority: the policy's own, or under ``contract`` (its changes starred)."""
+    if contract is None:
+        title = "SLA targets" + (" · customers under no contract" if policy.contracts else "")
+    else:
+        found = policy.contract(contract)
+        title = (f"SLA targets · contract {found.key}" + (f" ({found.name})" if found.name else "")
+                 + f" · match: {found.match.describe()} · * the contract's own")
+    table = Table(title=title)
     for column in ("priority", "entry level", "resolve within", "customer update every",
-                   "at risk at", "calendar", "breach notifies"):
+                   "at risk at", "calendar", "breach notifies", "ack within, entry level up"):
         table.add_column(column)
-    for row in describe_targets(policy):
-        table.add_row(*row, policy.priorities[row[0]].breach_notifies)
+    own = {row[0]: row for row in describe_targets(policy)}
+    for row in describe_targets(policy, contract):
+        cells = [value if value == own[row[0]][i] else f"{value} *" for i, value in enumerate(row)]
+        chain = [
+            step if step == base else f"{step} *"
+            for step, base in zip(describe_ack_chain(policy, row[0], contract).split(" → "),
+                                  describe_ack_chain(policy, row[0]).split(" → "), strict=True)
+        ]
+        override = policy.contract(contract).priorities.get(row[0]) if contract is not None else None
+        departments = [f"{dep} {format_duration(within)} *" for dep, within in (override.ack_within.items()
+                       if override else ()) if dep in policy.departments]
+        table.add_row(*cells, policy.priorities[row[0]].breach_notifies,
+                      " → ".join(chain) + "".join(f"; {d}" for d in departments))
     return table
 
 
@@ -52,7 +70,7 @@ def check(
         typer.Option(help="Show who would be paged at this time (ISO-8601; default: now)"),
     ] = None,
 ) -> None:
-    """Validate a policy; print its chain, targets and routing. Exit 1 naming the offending key."""
+    """Validate a policy; print its chain, targets (per contract) and routing. Exit 1 naming the offending key."""
     console = Console()
     try:
         policy = load_policy_file(file)
@@ -62,6 +80,8 @@ def check(
     console.print(f"[green]valid[/green]: {file} · policy {policy.name} version {policy.version}")
     console.print(_chain(policy))
     console.print(_targets(policy))
+    for contract in policy.contracts:
+        console.print(_targets(policy, contract.key))
     from escalations.cli.routing_table import routing_tables
 
     moment = at or datetime.now(timezone.utc)

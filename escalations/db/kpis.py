@@ -1,7 +1,8 @@
 """Escalation KPIs, computed in SQL over the read model (view ``escalation_kpi_facts``).
 
 Filters narrow the escalations counted: ``since`` <= opened_at < ``until``,
-``priority`` and ``category`` (exact match). Definitions (see also 003_kpis.sql):
+``priority``, ``category`` and ``contract`` (exact match; ``contract`` ``none``: the
+escalations under no contract). Definitions (see also 003_kpis.sql):
 
 - escalations: escalations opened in the filter;
 - resolved: of those, resolved (status resolved or closed);
@@ -17,7 +18,9 @@ Filters narrow the escalations counted: ``since`` <= opened_at < ``until``,
 - ended without closing: runs that failed or were terminated (recorded by housekeeping);
   they count as escalations, never as resolved;
 - frequency by category, by level reached (``highest_level``: the highest level in the
-  chain the escalation reached), by kind and by priority, most frequent first.
+  chain the escalation reached), by kind and by priority, most frequent first;
+- by contract: the counts, SLA share, time to resolution and CSAT above, per contract key
+  the escalations opened under (null: none matched), most escalations first.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any
 
 import asyncpg
 
-from schemas.reporting import Frequency, KpiFilters, KpiReport
+from schemas.policy import NO_CONTRACT
+from schemas.reporting import ContractKpis, Frequency, KpiFilters, KpiReport
 
 _FILTERED = """
 WITH f AS (
@@ -35,11 +39,14 @@ WITH f AS (
        AND ($2::timestamptz IS NULL OR opened_at <  $2::timestamptz)
        AND ($3::text IS NULL OR priority = $3::text)
        AND ($4::text IS NULL OR category = $4::text)
+       AND ($5::text IS NULL OR contract = $5::text)
+       AND (NOT $6::bool OR contract IS NULL)
 )
 """
 
-_TOTALS = _FILTERED + """
-SELECT count(*)                                             AS escalations,
+# The outcome KPIs, over all the filtered escalations or per contract.
+_OUTCOMES = """
+       count(*)                                             AS escalations,
        count(*) FILTER (WHERE resolved)                     AS resolved,
        count(*) FILTER (WHERE resolved_within_sla)          AS resolved_within_sla,
        (count(*) FILTER (WHERE resolved_within_sla))::float8
@@ -55,7 +62,13 @@ SELECT count(*)                                             AS escalations,
            / NULLIF(count(*) FILTER (WHERE resolved), 0)    AS csat_response_rate,
        count(*) FILTER (WHERE is_repeat)                    AS repeat_escalations,
        count(*) FILTER (WHERE ended_without_closing)        AS ended_without_closing
-  FROM f
+"""
+
+_TOTALS = _FILTERED + "SELECT" + _OUTCOMES + "  FROM f\n"
+
+_BY_CONTRACT = _FILTERED + "SELECT contract," + _OUTCOMES + """  FROM f
+ GROUP BY contract
+ ORDER BY escalations DESC, contract NULLS LAST
 """
 
 _FREQUENCIES = _FILTERED + """
@@ -74,7 +87,9 @@ SELECT resolution_seconds FROM f WHERE resolved ORDER BY resolution_seconds
 
 
 def _arguments(filters: KpiFilters) -> tuple[Any, ...]:
-    return (filters.since, filters.until, filters.priority, filters.category)
+    under_none = filters.contract == NO_CONTRACT
+    return (filters.since, filters.until, filters.priority, filters.category,
+            None if under_none else filters.contract, under_none)
 
 
 async def compute_kpis(conn: asyncpg.Connection, filters: KpiFilters) -> KpiReport:
@@ -103,6 +118,10 @@ async def compute_kpis(conn: asyncpg.Connection, filters: KpiFilters) -> KpiRepo
         by_level_reached=frequencies["level"],
         by_kind=frequencies["kind"],
         by_priority=frequencies["priority"],
+        by_contract=[
+            ContractKpis.model_validate({field: record[field] for field in ContractKpis.model_fields})
+            for record in await conn.fetch(_BY_CONTRACT, *args)
+        ],
     )
 
 

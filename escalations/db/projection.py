@@ -27,7 +27,7 @@ COLUMNS = (
     "next_customer_update_due", "sla_at_risk", "sla_breached", "breached_at", "paused_since",
     "paused_seconds", "resolution_seconds", "counts", "fingerprint", "repeat_of", "repeat_count",
     "jira_key", "path", "resolution", "postmortem", "last_seq", "updated_at", "repeat_window_seconds",
-    "ended_reason",
+    "ended_reason", "contract",
 )
 # A policy's default repeat_window (30 days), for 'opened' events that do not carry theirs.
 DEFAULT_REPEAT_WINDOW_SECONDS = 30 * 24 * 3600.0
@@ -119,6 +119,7 @@ def _opened(row: Row | None, event: DomainEvent) -> Row:
         "updated_at": event.occurred_at,
         "repeat_window_seconds": float(event.payload.get("repeat_window_seconds", DEFAULT_REPEAT_WINDOW_SECONDS)),
         "ended_reason": None,
+        "contract": view.get("contract"),
     }
 
 
@@ -148,6 +149,8 @@ def _breached(row: Row, event: DomainEvent) -> None:
 
 def _policy_applied(row: Row, event: DomainEvent) -> None:
     row["policy_version"] = event.payload["to_version"]
+    if "contract" in event.payload:  # present only when the newer version chose another contract
+        row["contract"] = event.payload["contract"]
 
 
 def _jira_linked(row: Row, event: DomainEvent) -> None:

@@ -73,6 +73,7 @@ def state_from_row(row: asyncpg.Record | dict[str, Any], *, notifications_sent: 
             "notifications_failed": notifications_failed,
             "trigger": _json(row["trigger"]),
             "policy": {"name": row["policy_name"], "version": row["policy_version"]},
+            "contract": row["contract"],
             "opened_at": row["opened_at"],
             "acknowledged_at": row["acknowledged_at"],
             "acknowledged_by": row["acknowledged_by"],
