@@ -61,7 +61,9 @@ def test_single_line_fields_of_the_request_refuse_control_characters(path, break
         EscalationRequest.model_validate(body)
     errors = field_errors(caught)
     assert list(errors) == [tuple(path.split("."))]
-    assert "must be a single line" in errors[tuple(path.split("."))]
+    # ``policy`` is a slug, so its pattern refuses any control character first.
+    expected = "should match pattern" if path == "policy" else "must be a single line"
+    assert expected in errors[tuple(path.split("."))]
 
 
 @pytest.mark.parametrize(("model", "values", "field"), [
