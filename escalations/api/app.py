@@ -1,9 +1,10 @@
 """The FastAPI application: ``create_app(settings)``.
 
 One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route but ``/healthz``
-needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
-schema holds no data, and client generators and the docs page need it).
+made in the lifespan and kept on ``app.state``. Every route but ``/healthz`` and
+``POST /tickets/intercom`` (Intercom's signature instead) needs a bearer token;
+``/openapi.json`` and ``/docs`` stay public on purpose (the schema holds no data, and
+client generators and the docs page need it).
 Errors are RFC 9457 problem documents.
 
 Outages: the API starts whether or not Temporal and PostgreSQL are up. The Temporal
@@ -61,7 +62,8 @@ Customer escalations on durable Temporal timers: start an escalation, act on it
 state, list escalations, record CSAT and read KPIs.
 
 Authenticate with `Authorization: Bearer <token>` (tokens from `ESCALATION_API_TOKENS`)
-on every route but `/healthz`. Errors are RFC 9457 problem documents
+on every route but `/healthz` and `POST /tickets/intercom`, which Intercom authenticates with
+its webhook signature (`X-Hub-Signature`). Errors are RFC 9457 problem documents
 (`application/problem+json`).
 """
 
@@ -146,6 +148,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(escalations.router)
     app.include_router(feedback.router)
     app.include_router(tickets.router)
+    app.include_router(tickets.signed_router)
     app.include_router(health.router)
 
     app.add_exception_handler(ProblemError, problem_error_handler)
