@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -541,6 +542,26 @@ class ApiSettings(Settings):
     idempotency_ttl_seconds: Seconds = Field(24 * 3600.0, **env(
         "ESCALATION_API_IDEMPOTENCY_TTL", description=IDEMPOTENCY_TTL_DESCRIPTION))
     pool_size: Positive = Field(10, **env("ESCALATION_API_DB_POOL_SIZE", description="PostgreSQL connections"))
+    freshdesk_webhook_secret: SecretStr | None = Field(None, **env(
+        "ESCALATION_FRESHDESK_WEBHOOK_SECRET",
+        description="POST /tickets/freshdesk: the secret Freshdesk's webhook sends in X-Freshdesk-Secret "
+                    "(unset: the route answers 503)"))
+    freshdesk_timezone: str = Field("UTC", **env(
+        "ESCALATION_FRESHDESK_TIMEZONE",
+        description="the Freshdesk helpdesk's time zone, for placeholder times without an offset"))
+    intercom_client_secret: SecretStr | None = Field(None, **env(
+        "ESCALATION_INTERCOM_CLIENT_SECRET",
+        description="POST /tickets/intercom: the Intercom app's client secret, which signs its webhooks "
+                    "(unset: the route answers 503)"))
+
+    @field_validator("freshdesk_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("use an IANA time zone such as Europe/Berlin or UTC") from None
+        return value
 
     _api_tokens: tuple[ApiToken, ...] = PrivateAttr(default=())
 

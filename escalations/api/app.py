@@ -4,7 +4,8 @@ One Temporal client (pydantic data converter) and one asyncpg pool per process,
 made in the lifespan and kept on ``app.state``. Every route declares the scope its bearer
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
-refuses a route that declares neither. ``/openapi.json`` and ``/docs`` stay public on purpose
+refuses a route that declares neither. Webhooks that cannot send a token (Intercom)
+are authenticated by their sender's signature instead (``Depends(signed)``). ``/openapi.json`` and ``/docs`` stay public on purpose
 (the schema holds no data, and client generators and the docs page need it).
 Errors are RFC 9457 problem documents. Every request has an id (``X-Request-ID``), an
 access-log line and request metrics (``escalations.api.observe``); with tracing on, a span
@@ -70,7 +71,8 @@ state, list escalations, record CSAT and read KPIs.
 Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, from
 `ESCALATION_API_TOKENS`) on every route but the probes (`/livez`, `/readyz`, `/healthz`) and
 `/metrics`: each route names the scope it needs (`read`, `start`, `act`, `tickets`, `csat`;
-`admin` holds them all). 401 without a valid token, 403 naming the missing scope. Errors are
+`admin` holds them all). `POST /tickets/intercom` is authenticated by Intercom's webhook
+signature (`X-Hub-Signature`) instead, since Intercom cannot send a token. 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
 as `request_id`.
 """
@@ -172,6 +174,7 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.include_router(escalations.router)
     app.include_router(feedback.router)
     app.include_router(tickets.router)
+    app.include_router(tickets.signed_router)
     app.include_router(health.router)
     app.include_router(observe.router)
     undeclared = undeclared_routes(app)

@@ -164,8 +164,17 @@ def route_scope(route: APIRoute) -> Scope | None:
     return scopes.pop() if scopes else None
 
 
+async def signed() -> None:
+    """Marks a webhook that cannot send a token and proves its sender by a signature the route
+    checks itself (Intercom's ``X-Hub-Signature``): never served unsigned."""
+
+
 def is_public(route: APIRoute) -> bool:
     return public in _calls(route)
+
+
+def is_signed(route: APIRoute) -> bool:
+    return signed in _calls(route)
 
 
 def requires_token(route: APIRoute) -> bool:
@@ -174,9 +183,9 @@ def requires_token(route: APIRoute) -> bool:
 
 
 def undeclared_routes(app: FastAPI) -> list[str]:
-    """Routes that neither declare a scope nor are marked ``public``: never served."""
+    """Routes that declare no scope and are marked neither ``public`` nor ``signed``: never served."""
     return [f"{','.join(sorted(route.methods))} {path}" for path, route in api_routes(app)
-            if route_scope(route) is None and not is_public(route)]
+            if route_scope(route) is None and not is_public(route) and not is_signed(route)]
 
 
 def api_routes(app: FastAPI) -> list[tuple[str, APIRoute]]:

@@ -54,6 +54,24 @@ async def upsert_ticket(conn: asyncpg.Connection, ticket: Ticket, *, source: str
     )
 
 
+async def upsert_ticket_unless_same(conn: asyncpg.Connection, ticket: Ticket, *, source: str) -> TicketUpsertResult:
+    """Like ``upsert_ticket`` for a sender that cannot say when its ticket changed (its
+    ``updated_at`` is when the delivery arrived): the same fields as the stored version again
+    change nothing, so a redelivery is no new version (and never a repeat escalation)."""
+    async with conn.transaction():
+        stored = await conn.fetchrow("SELECT updated_at, document FROM tickets WHERE id = $1 FOR UPDATE", ticket.id)
+        if stored is not None:
+            document = ticket.model_dump(mode="json")
+            if _without_version(stored["document"]) == _without_version(document):
+                return TicketUpsertResult(ticket_id=ticket.id, outcome="unchanged", updated_at=stored["updated_at"],
+                                          note="the stored version has the same fields; nothing changed")
+        return await upsert_ticket(conn, ticket, source=source)
+
+
+def _without_version(document: dict) -> dict:
+    return {key: value for key, value in document.items() if key != "updated_at"}
+
+
 async def upsert_tickets(pool: asyncpg.Pool, tickets: Iterable[Ticket], *, source: str) -> list[TicketUpsertResult]:
     """Store several tickets in order, in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
