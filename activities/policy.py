@@ -20,8 +20,15 @@ def policy_digest(policy: Policy) -> str:
     document = policy.model_dump(mode="json")
     # A policy without contracts keeps the digest its version was pinned with before the
     # key existed; otherwise every version already in PostgreSQL would read as changed.
+    # The same for keys added later that it leaves unset: action_links, slack_user_id.
     if not document.get("contracts"):
         document.pop("contracts", None)
+    if document.get("action_links") is None:
+        document.pop("action_links", None)
+    for responder in [*document.get("levels", []), *document.get("departments", {}).values()]:
+        for contact in responder.get("contacts", []):
+            if contact.get("slack_user_id") is None:
+                contact.pop("slack_user_id", None)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

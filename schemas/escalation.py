@@ -257,6 +257,11 @@ class EscalateCommand(Model):
     by: Name
     reason: Reason
     to_level: LevelId | None = None
+    from_level: LevelId | None = Field(
+        default=None,
+        description="Escalate only while the escalation is at this level (an action link or button is bound to "
+                    "the level it paged); refused once it has moved on.",
+    )
     via: Via | None = _server_set(VIA_DESCRIPTION)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from schemas.actions import ActionGrant
 from schemas.policy import Channel
 
 Audience = Literal["owner", "consulted", "breach", "customer", "postmortem"]
@@ -50,6 +51,8 @@ class NotificationIntent(BaseModel):
     target: str | None = None
     template: Template
     context: dict[str, Any] = Field(default_factory=dict)
+    actions: ActionGrant | None = Field(
+        default=None, description="a page's signed action links (acknowledge, escalate, note), made when it is rendered")
 
 
 class DeliveryBatch(BaseModel):

@@ -52,11 +52,20 @@ class ContactPoint(Strict):
     target: str = Field(min_length=1)
 
 
+# Slack member ids: U… (a workspace member) or W… (an Enterprise Grid member).
+SLACK_USER_ID_PATTERN = r"^[UW][A-Z0-9]{2,31}$"
+
+
 class Contact(ContactPoint):
-    """A policy's contact: a contact point, when it is available, and who stands in."""
+    """A policy's contact: a contact point, when it is available, and who stands in.
+
+    ``slack_user_id`` is the person's Slack member id: a Slack button pressed by that member
+    acts as this contact (``POST /integrations/slack/interactions``); nobody else's press does.
+    """
 
     availability: str = ALWAYS_OPEN
     backup: str | None = None
+    slack_user_id: str | None = Field(default=None, pattern=SLACK_USER_ID_PATTERN)
 
     def point(self) -> ContactPoint:
         return ContactPoint(name=self.name, channel=self.channel, target=self.target)
@@ -324,6 +333,15 @@ class Contract(Strict):
     priorities: dict[str, ContractTargets] = Field(default_factory=dict)
 
 
+class ActionLinks(Strict):
+    """The signed action links in pages (acknowledge, escalate, add a note)."""
+
+    expire_after: Duration = timedelta(hours=24)
+
+
+DEFAULT_ACTION_LINKS = ActionLinks()
+
+
 class Policy(Strict):
     name: Slug
     version: int = Field(ge=1)
@@ -342,6 +360,7 @@ class Policy(Strict):
     continue_as_new_after_events: int = Field(default=5000, ge=50)
     criteria: Criteria | None = None
     contracts: list[Contract] = Field(default_factory=list)
+    action_links: ActionLinks | None = None
 
     @model_validator(mode="after")
     def _references(self) -> "Policy":
@@ -376,10 +395,17 @@ class Policy(Strict):
                     f"priorities.{pname}.breach_notifies: unknown level {targets.breach_notifies!r}"
                 )
             known_calendar(f"priorities.{pname}.calendar", targets.calendar)
+        slack_owners: dict[str, str] = {}
         for where, responder in self._responders_with_paths():
             known_calendar(f"{where}.availability", responder.availability)
             for i, contact in enumerate(responder.contacts):
                 known_calendar(f"{where}.contacts[{i}].availability", contact.availability)
+                if contact.slack_user_id is not None:
+                    # A Slack press acts as one person: one member id, one contact name.
+                    owner = slack_owners.setdefault(contact.slack_user_id, contact.name)
+                    if owner != contact.name:
+                        problems.append(f"{where}.contacts[{i}].slack_user_id: {contact.slack_user_id} is "
+                                        f"already the Slack id of contact {owner!r}")
         for index, level in enumerate(self.levels):
             if level.manager is not None and level.manager not in responders:
                 problems.append(f"levels[{index}].manager: unknown level {level.manager!r}")
@@ -519,6 +545,11 @@ class Policy(Strict):
             if override is not None and responder_id in override.ack_within:
                 return override.ack_within[responder_id]
         return self.responder(responder_id).ack_within
+
+    @property
+    def links(self) -> ActionLinks:
+        """The action links' settings (the defaults when the policy says nothing)."""
+        return self.action_links or DEFAULT_ACTION_LINKS
 
     @property
     def calendar_names(self) -> list[str]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from schemas.actions import PAGE_TEMPLATES, ActionGrant, possible, standing
 from schemas.escalation import DomainEvent, EscalationState
 from schemas.notifications import NotificationIntent, notification_key
+from schemas.policy import Policy
 from workflows import routing
 from workflows.transitions import Change, Notify, RunState, refresh
 
@@ -79,15 +81,26 @@ def _intents(state: RunState, seq: int, notify: Notify, context: dict[str, Any],
         recipients = [(c.name, c.channel, c.target) for c in routing.paging(policy, notify.responder, at).recipients]
         extra.setdefault("to_level", notify.responder)
         extra.setdefault("to_level_name", policy.responder_name(notify.responder))
+    pages = notify.responder is not None and notify.template in PAGE_TEMPLATES
     return [
         NotificationIntent(
             key=notification_key(view.escalation_id, seq, name, channel),
             escalation_id=view.escalation_id, ticket_id=view.ticket_id, seq=seq,
             audience=notify.audience, recipient=name, channel=channel, target=target,
             template=notify.template, context=extra,
+            actions=_grant(policy, view, name, at) if pages else None,
         )
         for name, channel, target in recipients
     ]
+
+
+def _grant(policy: Policy, view: EscalationState, recipient: str, at: datetime) -> ActionGrant | None:
+    """The action links a page to ``recipient`` carries: what they may do now, at this level."""
+    who = standing(policy, recipient, view)
+    actions = possible(policy, who, view) if who is not None else []
+    if not actions:
+        return None
+    return ActionGrant(level=view.level, actions=actions, expires_at=at + policy.links.expire_after)
 
 
 def _context(view: EscalationState, *, handoff: dict[str, Any] | None, impact: dict[str, Any]) -> dict[str, Any]:

@@ -432,6 +432,8 @@ def check_escalate(state: RunState, command: EscalateCommand) -> str:
     """The level the command moves to (the next one when it names none)."""
     _require_unresolved(state, "escalate")
     view, policy = state.view, state.policy
+    if command.from_level is not None and command.from_level != view.level:
+        raise InvalidCommand(f"cannot escalate from {command.from_level}: the escalation is at {view.level} now")
     if command.to_level is None:
         target = policy.next_responder(view.level)
         if target is None:
