@@ -55,11 +55,13 @@ from activities.channels.log import LogSender
 from activities.channels.slack import SlackSender
 from activities.channels.teams import TeamsSender
 from activities.channels.webhook import WebhookSender
-from activities.templates import Rendered, render
+from activities.templates import Action, Rendered, render
 from escalations.db import jira as jira_issues
 from escalations.db import ledger
+from escalations.links import ActionSigner, ActionToken, action_url
 from escalations.observability.metrics import NOTIFICATIONS
 from escalations.settings import NotificationSettings
+from schemas.actions import ACTION_LABELS
 from schemas.notifications import (
     DeliveryBatch,
     DeliveryFailure,
@@ -102,6 +104,7 @@ class NotificationActivities:
         self._http = http
         self._senders: dict[str, Sender] = build_senders(settings, http, pool)
         self._ledger_unchecked_until = 0.0
+        self._signer = ActionSigner(settings.action_keys) if settings.action_links else None
 
     @activity.defn(name="send_notifications")
     async def send_notifications(self, batch: DeliveryBatch) -> SendOutcome:
@@ -183,7 +186,24 @@ class NotificationActivities:
         escalation = intent.context.get("escalation")
         workflow_id = escalation.get("workflow_id") if isinstance(escalation, Mapping) else None
         return render(intent.template, intent.context, intent.audience,
-                      workflow_url=self._settings.workflow_url(workflow_id))
+                      workflow_url=self._settings.workflow_url(workflow_id), actions=self._actions(intent))
+
+    def _actions(self, intent: NotificationIntent) -> tuple[Action, ...]:
+        """The page's signed action links, as its grant says (none without ESCALATION_ACTION_KEY
+        and ESCALATION_PUBLIC_URL). Made here, not in the workflow: keys stay out of history,
+        and the same intent always gives the same links (a resent page is the same page)."""
+        grant = intent.actions
+        if grant is None or self._signer is None or intent.audience == "customer":
+            return ()
+        assert self._settings.public_url is not None
+        actions = []
+        for name in grant.actions:
+            token = self._signer.sign(ActionToken(
+                escalation_id=intent.escalation_id, ticket_id=intent.ticket_id, level=grant.level,
+                recipient=intent.recipient, action=name, channel=intent.channel, seq=intent.seq,
+                expires_at=grant.expires_at))
+            actions.append(Action(name, ACTION_LABELS[name], action_url(self._settings.public_url, name, token), token))
+        return tuple(actions)
 
     async def _ledger_sent(self, keys: list[str]) -> list[str]:
         """Keys the ledger shows as sent; none when PostgreSQL does not answer at once."""
@@ -299,14 +319,7 @@ class NotificationActivities:
                 continue
             seen.add(intent.key)
             try:
-                escalation = intent.context.get("escalation")
-                workflow_id = escalation.get("workflow_id") if isinstance(escalation, Mapping) else None
-                message = render(
-                    intent.template,
-                    intent.context,
-                    intent.audience,
-                    workflow_url=self._settings.workflow_url(workflow_id),
-                )
+                message = self._render(intent)
             except ValueError as exc:
                 raise ApplicationError(
                     f"cannot render notification {intent.key}: {exc}",

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from escalations.links import is_loopback_http
 from schemas.text import one_line
 
 MISSING = "—"
@@ -104,6 +105,30 @@ def link(label: str, url: Any) -> Link | None:
 
 
 @dataclass(frozen=True)
+class Action:
+    """A signed action link of a page (``activities.notifications`` makes them).
+
+    ``name`` is the action (acknowledge, escalate, note), ``label`` its button text, ``url``
+    the absolute link (``<ESCALATION_PUBLIC_URL>/actions/<name>/<token>``) and ``token`` the
+    signed token alone (what a Slack button sends back when it acts in Slack).
+    """
+
+    name: str
+    label: str
+    url: str
+    token: str
+
+
+def action_url_ok(url: Any) -> bool:
+    """Whether an action link may become a button: ``safe_url``, or ``http:`` on this machine
+    (the dev stack's public URL is its API on 127.0.0.1, reached by nobody else)."""
+    if safe_url(url) is not None:
+        return True
+    return (isinstance(url, str) and is_loopback_http(url) and url == url.strip()
+            and not re.search(r"[\s\x00-\x1f\x7f-\x9f]", url))
+
+
+@dataclass(frozen=True)
 class Section:
     """A titled part of the handoff context (Jira issue description)."""
 
@@ -125,6 +150,7 @@ class Rendered:
     link: Link | None = None
     footer: str = ""
     internal: bool = True
+    actions: tuple[Action, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -137,6 +163,8 @@ class Rendered:
         parts = [self.summary]
         if self.facts:
             parts.append("\n".join(f"{label}: {value}" for label, value in self.facts))
+        if self.actions:
+            parts.append("\n".join(f"{action.label}: {action.url}" for action in self.actions))
         if self.link is not None:
             parts.append(f"{self.link.label}: {self.link.url}")
         if self.footer:
@@ -157,6 +185,13 @@ class Rendered:
                 for label, value in self.facts
             )
             body.append(f'<table style="border-collapse:collapse;margin:12px 0">{rows}</table>')
+        if self.actions:
+            buttons = "".join(
+                f'<a href="{e(action.url)}" style="display:inline-block;margin:0 8px 8px 0;padding:8px 16px;'
+                f'background:{"#1d4ed8" if index == 0 else "#4b5563"};color:#ffffff;border-radius:4px;'
+                f'text-decoration:none;font-weight:600">{e(action.label)}</a>'
+                for index, action in enumerate(self.actions))
+            body.append(f'<p style="margin:16px 0">{buttons}</p>')
         if self.link is not None:
             body.append(f'<p><a href="{e(self.link.url)}">{e(self.link.label)}</a></p>')
         if self.footer:
@@ -619,11 +654,12 @@ def render(
     audience: str,
     *,
     workflow_url: str | None = None,
+    actions: Sequence[Action] = (),
 ) -> Rendered:
-    """The message for one intent. Customers get no internal facts and no UI link.
+    """The message for one intent. Customers get no internal facts, no UI link and no actions.
 
     The link to the run in Temporal UI is only made when ``workflow_url`` is safe
-    (``ESCALATION_UI_URL`` on ``https:``).
+    (``ESCALATION_UI_URL`` on ``https:``); an action link when ``action_url_ok``.
     """
     try:
         build = TEMPLATES[template]
@@ -643,6 +679,7 @@ def render(
             facts=internal_facts(v),
             link=link(OPEN_IN_UI, workflow_url),
             footer=f"Ticket {v.ticket} · {v.customer}",
+            actions=tuple(action for action in actions if action_url_ok(action.url)),
         )
     return Rendered(
         template=template,

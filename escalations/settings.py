@@ -266,6 +266,30 @@ def derive_webhook_secret(master: str, url: str, *, customer: bool) -> str:
     return "whsec_" + base64.b64encode(key).decode()
 
 
+ACTION_KEY_DESCRIPTION = ("signs the action links in pages (32+ characters each, comma-separated, newest first: "
+                          "the first signs, every one verifies); unset: pages carry no links")
+SLACK_SIGNING_DESCRIPTION = ("Slack app's signing secret: POST /integrations/slack/interactions verifies Slack's "
+                             "requests with it, and Slack pages' buttons act in Slack (unset: they open the "
+                             "signed link)")
+
+
+def _action_keys(value: SecretStr | None) -> tuple[bytes, ...]:
+    from escalations.links import parse_action_keys
+
+    if value is None:
+        return ()
+    try:
+        return parse_action_keys(value.get_secret_value())
+    except ValueError as exc:
+        raise ValueError(f"ESCALATION_ACTION_KEY: {exc}") from None
+
+
+def _public_url(value: str | None) -> str | None:
+    from escalations.links import check_public_url
+
+    return check_public_url(value) if value is not None else None
+
+
 def normalise_target(target: str) -> str:
     """``#eng-oncall`` -> ``ENG_ONCALL`` (the suffix of a per-target environment variable)."""
     return re.sub(r"[^A-Z0-9]+", "_", target.upper()).strip("_")
@@ -319,6 +343,35 @@ class NotificationSettings(Settings):
     jira_issue_type: str = Field("Task", **env("ESCALATION_JIRA_ISSUE_TYPE", description="Jira: issue type"))
     jira_project: str | None = Field(None, **env(
         "ESCALATION_JIRA_PROJECT", description="Jira: project key when a contact names none"))
+    action_key: SecretStr | None = Field(None, **env("ESCALATION_ACTION_KEY", description=ACTION_KEY_DESCRIPTION))
+    public_url: str | None = Field(None, **env(
+        "ESCALATION_PUBLIC_URL",
+        description="the API's address as people reach it (https; http only on localhost): action links start "
+                    "with it; unset: pages carry no links"))
+    slack_signing_secret: SecretStr | None = Field(None, **env(
+        "ESCALATION_SLACK_SIGNING_SECRET", description=SLACK_SIGNING_DESCRIPTION))
+    _action_keys: tuple[bytes, ...] = PrivateAttr(default=())
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return _public_url(value)
+
+    @model_validator(mode="after")
+    def _read_action_keys(self) -> Self:
+        # Here (not in a field validator): no error message ever repeats a key.
+        self._action_keys = _action_keys(self.action_key)
+        return self
+
+    @property
+    def action_keys(self) -> tuple[bytes, ...]:
+        """HMAC keys of action links, newest first (empty: links are off)."""
+        return self._action_keys
+
+    @property
+    def action_links(self) -> bool:
+        """Whether pages carry action links: a key and a public URL are set."""
+        return bool(self._action_keys) and self.public_url is not None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
@@ -383,7 +436,8 @@ class NotificationSettings(Settings):
 
     def secrets(self) -> list[str]:
         found = [self.webhook_secret, self.slack_webhook_url, self.teams_webhook_url, self.smtp_password,
-                 self.jira_api_token, *self.slack_webhook_urls.values(), *self.teams_webhook_urls.values()]
+                 self.jira_api_token, self.action_key, self.slack_signing_secret,
+                 *self.slack_webhook_urls.values(), *self.teams_webhook_urls.values()]
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
     def redact(self, text: str) -> str:
@@ -553,6 +607,10 @@ class ApiSettings(Settings):
         "ESCALATION_INTERCOM_CLIENT_SECRET",
         description="POST /tickets/intercom: the Intercom app's client secret, which signs its webhooks "
                     "(unset: the route answers 503)"))
+    action_key: SecretStr | None = Field(None, **env(
+        "ESCALATION_ACTION_KEY", description=ACTION_KEY_DESCRIPTION))
+    slack_signing_secret: SecretStr | None = Field(None, **env(
+        "ESCALATION_SLACK_SIGNING_SECRET", description=SLACK_SIGNING_DESCRIPTION))
 
     @field_validator("freshdesk_timezone")
     @classmethod
@@ -584,7 +642,15 @@ class ApiSettings(Settings):
             raise ValueError(f"ESCALATION_API_TOKENS(_FILE): {', '.join(same)} are the same token; "
                              "one token has one name")
         self._api_tokens = tuple(tokens)
+        self._action_keys = _action_keys(self.action_key)
         return self
+
+    _action_keys: tuple[bytes, ...] = PrivateAttr(default=())
+
+    @property
+    def action_keys(self) -> tuple[bytes, ...]:
+        """HMAC keys that verify action links, newest first (empty: the action routes answer 503)."""
+        return self._action_keys
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:

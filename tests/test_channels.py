@@ -183,6 +183,7 @@ async def test_webhook_sends_signed_json_with_the_idempotency_key(pg_pool, http_
             "subject": "[P1] New escalation for Acme Corp: Salesforce sync failing since yesterday (SF-1042)",
             "text": render("escalation_opened", hook.context, "owner", workflow_url=WORKFLOW_URL).text,
         },
+        "actions": {},  # links off (no ESCALATION_ACTION_KEY): tests/test_action_links.py has them
     }
     row = await ledger(pg_pool, hook.key)
     assert (row["status"], row["attempts"], row["last_error"]) == ("sent", 1, None)

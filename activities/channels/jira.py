@@ -159,6 +159,11 @@ def _ui_link(message: Rendered, parts: Iterator[str]) -> list[dict[str, Any]]:
     return [link_paragraph(message.link, next(parts))] if message.link is not None else []
 
 
+def _action_links(message: Rendered) -> list[dict[str, Any]]:
+    """A page's action links, one paragraph each (labels are ours, never shortened)."""
+    return [link_paragraph(Link(action.label, action.url)) for action in message.actions]
+
+
 def _within_limit(texts: list[str], kept: set[int], build: Callable[[Iterator[str]], dict[str, Any]]) -> dict[str, Any]:
     fitted = fit(texts, lambda ts: utf16_units(encode(build(iter(ts))).decode()), MAX_DOCUMENT_CHARS, kept=kept)
     return build(iter(fitted))
@@ -173,7 +178,7 @@ def issue_description(delivery: Delivery) -> dict[str, Any]:
     texts = [*texts, *(section.text for section in sections), *link_label]
 
     def build(parts: Iterator[str]) -> dict[str, Any]:
-        nodes = _message_nodes(message, parts)
+        nodes = _message_nodes(message, parts) + _action_links(message)
         for section in sections:
             nodes.append(heading(section.title))
             text = next(parts)
@@ -186,7 +191,8 @@ def issue_description(delivery: Delivery) -> dict[str, Any]:
 def comment_body(delivery: Delivery) -> dict[str, Any]:
     message = delivery.message
     texts, kept = _message_texts(message)
-    return _within_limit(texts, kept, lambda parts: doc(_message_nodes(message, parts) + _ui_link(message, parts)))
+    return _within_limit(texts, kept, lambda parts: doc(
+        _message_nodes(message, parts) + _action_links(message) + _ui_link(message, parts)))
 
 
 def issue_fields(delivery: Delivery, project: str, issue_type: str) -> dict[str, Any]:

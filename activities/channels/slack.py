@@ -11,6 +11,12 @@ Everything a user wrote is escaped for mrkdwn (``&``, ``<``, ``>``: no ``<!chann
 turns no URL or channel name in them into a link). Texts are cut to Slack's limits counted
 as Slack counts them, in UTF-16 code units; each line of the message is its own section, so
 a long note is shortened without touching the deadline and reason lines.
+
+A page's action links are buttons (``action_id`` ``acknowledge``, ``escalate``, ``note``). With
+``ESCALATION_SLACK_SIGNING_SECRET`` set (the Slack app's interactivity points at
+``POST /integrations/slack/interactions``), acknowledge and escalate carry their signed token
+as ``value`` and act in Slack for the member who presses them; without it, every button opens
+its link.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ FIELD_LIMIT = 2000
 CONTEXT_LIMIT = 3000
 BUTTON_TEXT_LIMIT = 75
 URL_LIMIT = 3000
+VALUE_LIMIT = 2000  # a button's value
+IN_SLACK = ("acknowledge", "escalate")  # what a button does in Slack itself (interactivity)
 
 
 def escape(text: str) -> str:
@@ -65,7 +73,29 @@ def _block_text(block: str | Bullets | Link) -> str:
     return _within(block, escape, SECTION_LIMIT)
 
 
-def slack_payload(message: Rendered) -> dict[str, Any]:
+def _action_buttons(message: Rendered, interactive: bool) -> list[dict[str, Any]]:
+    """A button per action link. ``interactive`` (the app's interactivity is set up): acknowledge
+    and escalate carry the signed token as their ``value`` and act in Slack; otherwise every
+    button opens its link (a confirmation page). "Add a note" always opens its page (text)."""
+    buttons: list[dict[str, Any]] = []
+    for action in message.actions:
+        button: dict[str, Any] = {
+            "type": "button", "action_id": action.name,
+            "text": {"type": "plain_text", "text": _within(action.label, str, BUTTON_TEXT_LIMIT)},
+        }
+        if action.name == "acknowledge":
+            button["style"] = "primary"
+        if interactive and action.name in IN_SLACK and len(action.token) <= VALUE_LIMIT:
+            button["value"] = action.token
+        elif utf16_units(action.url) <= URL_LIMIT:
+            button["url"] = action.url
+        else:
+            continue
+        buttons.append(button)
+    return buttons
+
+
+def slack_payload(message: Rendered, *, interactive: bool = False) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header",
          "text": {"type": "plain_text", "text": _within(message.headline, str, HEADER_LIMIT)}},
@@ -80,16 +110,16 @@ def slack_payload(message: Rendered) -> dict[str, Any]:
                 for label, value in message.facts
             ],
         })
+    buttons = _action_buttons(message, interactive)
     if message.link is not None and utf16_units(message.link.url) <= URL_LIMIT:
-        blocks.append({
-            "type": "actions",
-            "elements": [{
-                "type": "button",
-                "text": {"type": "plain_text", "text": _within(message.link.label, str, BUTTON_TEXT_LIMIT)},
-                "url": message.link.url,
-                "action_id": "open_temporal_ui",
-            }],
+        buttons.append({
+            "type": "button",
+            "text": {"type": "plain_text", "text": _within(message.link.label, str, BUTTON_TEXT_LIMIT)},
+            "url": message.link.url,
+            "action_id": "open_temporal_ui",
         })
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
     if message.footer:
         blocks.append({"type": "context", "elements": [_mrkdwn(_within(message.footer, escape, CONTEXT_LIMIT))]})
     return {"text": _within(message.subject, escape, TEXT_LIMIT), "blocks": blocks}
@@ -101,7 +131,8 @@ class SlackSender:
         self._http = http
 
     def prepare(self, delivery: Delivery) -> Delivery:
-        return prepared(delivery, lambda d: encode(slack_payload(d.message)))
+        interactive = self._settings.slack_signing_secret is not None
+        return prepared(delivery, lambda d: encode(slack_payload(d.message, interactive=interactive)))
 
     async def send(self, delivery: Delivery) -> SendResult:
         return await send_chat(

@@ -2,7 +2,8 @@
 
 The message carries one Adaptive Card, version 1.5 (``style: heading`` needs it; Teams
 renders up to 1.5): the headline, the message, a FactSet (priority, customer, level, next
-deadline) and an ``Action.OpenUrl`` to the run in Temporal UI. The webhook URL, a secret,
+deadline), an ``Action.OpenUrl`` per action link of a page (acknowledge, escalate, add a note)
+and one to the run in Temporal UI. The webhook URL, a secret,
 comes from ``ESCALATION_TEAMS_WEBHOOK_URL_<TARGET>`` or ``ESCALATION_TEAMS_WEBHOOK_URL``
 (target normalised as for Slack).
 
@@ -107,10 +108,11 @@ def _card(message: Rendered, texts: list[str]) -> dict[str, Any]:
         "body": body,
         "msteams": {"width": "Full"},  # Teams' own extension (not in the Adaptive Card schema)
     }
+    actions = [{"type": "Action.OpenUrl", "title": action.label, "url": action.url} for action in message.actions]
     if message.link is not None:
-        card["actions"] = [
-            {"type": "Action.OpenUrl", "title": message.link.label, "url": message.link.url}
-        ]
+        actions.append({"type": "Action.OpenUrl", "title": message.link.label, "url": message.link.url})
+    if actions:
+        card["actions"] = actions
     return card
 
 

@@ -16,7 +16,8 @@ URL [--customer]`` prints a destination's key. The body is the same on every ret
 timestamp and signature change.
 
 Customers' webhooks get the public part of the escalation only (no handoff
-context, error logs, owner or internal deadlines).
+context, error logs, owner or internal deadlines). Internal ones carry ``actions``: a page's
+signed action links by action (``acknowledge``, ``escalate``, ``note``), empty otherwise.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def webhook_body(delivery: Delivery) -> dict[str, Any]:
             "deadlines": {"next_customer_update_due": deadlines.get("next_customer_update_due")},
         }
         details = {k: v for k, v in details.items() if k in _PUBLIC_DETAILS}
-    return {
+    body = {
         "key": intent.key,
         "escalation_id": intent.escalation_id,
         "ticket_id": intent.ticket_id,
@@ -97,6 +98,11 @@ def webhook_body(delivery: Delivery) -> dict[str, Any]:
         "details": details,
         "message": {"subject": delivery.message.subject, "text": delivery.message.text},
     }
+    if intent.audience != "customer":
+        # The signed action links of a page ({"acknowledge": url, "escalate": url, "note": url});
+        # empty for messages that are no page, or while links are off.
+        body["actions"] = {action.name: action.url for action in delivery.message.actions}
+    return body
 
 
 class WebhookSender:
