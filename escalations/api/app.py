@@ -4,8 +4,9 @@ One Temporal client (pydantic data converter) and one asyncpg pool per process,
 made in the lifespan and kept on ``app.state``. Every route declares the scope its bearer
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
-refuses a route that declares neither. Webhooks that cannot send a token (Intercom)
-are authenticated by their sender's signature instead (``Depends(signed)``). ``/openapi.json`` and ``/docs`` stay public on purpose
+refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Slack)
+are authenticated by their sender's signature instead, and action links by their signed token
+(``Depends(signed)``). ``/openapi.json`` and ``/docs`` stay public on purpose
 (the schema holds no data, and client generators and the docs page need it).
 Errors are RFC 9457 problem documents. Every request has an id (``X-Request-ID``), an
 access-log line and request metrics (``escalations.api.observe``); with tracing on, a span
@@ -31,6 +32,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -41,7 +43,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from escalations import client as ec
-from escalations.api import escalations, feedback, health, observe, tickets
+from escalations.api import actions, escalations, feedback, health, observe, slack, tickets
 from escalations.api.deps import api_routes, route_scope, undeclared_routes
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.observe import RequestContextMiddleware
@@ -72,7 +74,9 @@ Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, fro
 `ESCALATION_API_TOKENS`) on every route but the probes (`/livez`, `/readyz`, `/healthz`) and
 `/metrics`: each route names the scope it needs (`read`, `start`, `act`, `tickets`, `csat`;
 `admin` holds them all). `POST /tickets/intercom` is authenticated by Intercom's webhook
-signature (`X-Hub-Signature`) instead, since Intercom cannot send a token. 401 without a valid token, 403 naming the missing scope. Errors are
+signature (`X-Hub-Signature`) instead, since Intercom cannot send a token; so is
+`POST /integrations/slack/interactions` by Slack's (`X-Slack-Signature`), and the action links
+of pages (`/actions/{action}/{token}`) by their own signed token. 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
 as `request_id`.
 """
@@ -124,6 +128,21 @@ async def _warm_up(app: FastAPI) -> None:
                     "them answer 503/504 until they are back", temporal, postgres)
 
 
+BACKGROUND_GRACE = 10.0
+
+
+async def _finish(background: set[asyncio.Task[None]]) -> None:
+    """Let handed-off work finish (bounded), then cancel what is left."""
+    if not background:
+        return
+    _, pending = await asyncio.wait(set(background), timeout=BACKGROUND_GRACE)
+    for task in pending:
+        log.warning("stopping: %s cancelled before it finished", task.get_name())
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+
+
 async def _close_pool(pool: Any) -> None:
     try:
         async with asyncio.timeout(POOL_CLOSE_TIMEOUT):
@@ -154,6 +173,9 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
         app.state.client = await connect_temporal(settings, sdk_metrics=sdk_metrics, tracing=tracing)
         app.state.pool = pool = await open_pool(settings)
         app.state.policies = policies
+        # Work a request hands off after answering (a Slack press: Slack wants its answer first).
+        app.state.background = background = set()
+        app.state.http = http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         warm_up = asyncio.create_task(_warm_up(app), name="api-warm-up")
         try:
             yield
@@ -161,6 +183,8 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
             warm_up.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warm_up
+            await _finish(background)
+            await http.aclose()
             await _close_pool(pool)
 
     app = FastAPI(
@@ -175,6 +199,8 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(tickets.signed_router)
+    app.include_router(actions.router)
+    app.include_router(slack.router)
     app.include_router(health.router)
     app.include_router(observe.router)
     undeclared = undeclared_routes(app)
