@@ -32,6 +32,10 @@ class StackInfo(BaseModel):
     api_token: str | None = Field(default=None, description="admin: every scope (operators, the walk-through)")
     api_read_token: str | None = Field(default=None, description="scope read only (dashboards, read-only tools)")
     webhook_secret: str | None = None
+    action_key: str | None = Field(default=None, description="signs and verifies action links (ESCALATION_ACTION_KEY)")
+    public_url: str | None = Field(default=None, description="where action links point (ESCALATION_PUBLIC_URL)")
+    slack_signing_secret: str | None = Field(
+        default=None, description="what POST /integrations/slack/interactions verifies Slack's requests with")
     task_queue: str = DEFAULT_TASK_QUEUE
     policy_file: str | None = None
     pid: int | None = None
@@ -92,6 +96,8 @@ class Connection(BaseModel):
     api_token: str | None = None
     api_read_token: str | None = None
     namespace: str = "default"
+    action_key: str | None = None
+    public_url: str | None = None
 
 
 def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Connection:
@@ -111,6 +117,8 @@ def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = No
         api_token=stack.api_token if stack else None,
         api_read_token=stack.api_read_token if stack else None,
         namespace=str(config.get("namespace", "default")),
+        action_key=environ.get("ESCALATION_ACTION_KEY") or (stack.action_key if stack else None),
+        public_url=environ.get("ESCALATION_PUBLIC_URL") or (stack.public_url if stack else None),
     )
 
 

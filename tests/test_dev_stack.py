@@ -23,14 +23,15 @@ from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
 
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "api_read_token",
-              "webhook_secret"}
+              "webhook_secret", "slack_signing_secret", "action_key", "public_url"}
 
 
 async def assert_private(data_dir: Path, stack: dict, log: Path) -> None:
     """Nothing secret on the terminal; files only their owner reads; PostgreSQL wants the password."""
     kept = json.loads((data_dir / "secrets.json").read_text())
     output = await eventually(lambda: _printed_summary(log), timeout=10)
-    for secret in (stack["api_token"], stack["webhook_secret"], stack["database_url"], kept["postgres_password"]):
+    for secret in (stack["api_token"], stack["webhook_secret"], stack["database_url"], kept["postgres_password"],
+                   stack["slack_signing_secret"], stack["action_key"]):
         assert secret not in output
     assert str(data_dir / "stack.json") in output
     for name in ("stack.json", "secrets.json", "temporal.db", "temporal.log"):
@@ -64,6 +65,7 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
         await assert_private(data_dir, stack, log)
         assert stack["temporal_address"].endswith(f":{ports['temporal']}")
         assert stack["ui_url"].endswith(f":{ports['ui']}") and stack["api_url"].endswith(f":{ports['api']}")
+        assert stack["public_url"] == stack["api_url"]  # action links point at the stack's own API
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{stack['api_url']}/healthz")).status_code == 200
             assert (await http.get(stack["ui_url"])).status_code == 200

@@ -95,13 +95,17 @@ DEV_READ_TOKEN = "dev-read"
 
 
 def stack_secrets(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """The stack's two API tokens (``api_token``: admin, ``api_read_token``: read) and the webhook
-    secret (from the environment when set): generated once and kept in ``DIR/secrets.json``."""
-    kept = secrets.keep(data_dir, "api_token", "api_read_token", "webhook_secret")
+    """The stack's two API tokens (``api_token``: admin, ``api_read_token``: read), the webhook
+    secret, the action-link key and the Slack signing secret (each from the environment when
+    set): generated once and kept in ``DIR/secrets.json``."""
+    kept = secrets.keep(data_dir, "api_token", "api_read_token", "webhook_secret", "action_key",
+                        "slack_signing_secret")
     return {
         "api_token": kept["api_token"],
         "api_read_token": kept["api_read_token"],
         "webhook_secret": environ.get("ESCALATION_WEBHOOK_SECRET") or kept["webhook_secret"],
+        "action_key": environ.get("ESCALATION_ACTION_KEY") or kept["action_key"],
+        "slack_signing_secret": environ.get("ESCALATION_SLACK_SIGNING_SECRET") or kept["slack_signing_secret"],
     }
 
 
@@ -127,7 +131,8 @@ def _summary(info: StackInfo, path: Path) -> Table:
         value = getattr(info, key)
         if value is not None:
             table.add_row(key, str(value))
-    table.add_row("stack.json", f"{path} (mode 600: API token, webhook secret, database URL)")
+    table.add_row("stack.json", f"{path} (mode 600: API tokens, webhook and Slack secrets, action-link key, "
+                                "database URL)")
     return table
 
 
@@ -305,13 +310,17 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             environ, database_url=database_url, task_queue=task_queue, policy_file=str(source.default_file),
             metrics_host=None if "ESCALATION_METRICS_HOST" in environ else options.host,
             metrics_port=None if "ESCALATION_METRICS_PORT" in environ else 0)
+        api_url = f"http://{options.host}:{options.api_port}"
+        # Action links point at this stack's API unless ESCALATION_PUBLIC_URL says otherwise (a tunnel).
+        public_url = environ.get("ESCALATION_PUBLIC_URL") or api_url
         notification_settings = NotificationSettings.from_env(
-            environ, webhook_secret=kept["webhook_secret"], ui_url=temporal.ui_url, namespace="default")
+            environ, webhook_secret=kept["webhook_secret"], ui_url=temporal.ui_url, namespace="default",
+            action_key=kept["action_key"], public_url=public_url)
         api_settings = ApiSettings.from_env(
             environ, temporal=temporal_config, database_url=database_url, task_queue=task_queue,
             policy_file=str(source.default_file), ui_url=temporal.ui_url, host=options.host,
-            port=options.api_port, tokens=stack_tokens(kept, environ))
-        api_url = f"http://{options.host}:{options.api_port}"
+            port=options.api_port, tokens=stack_tokens(kept, environ), action_key=kept["action_key"],
+            slack_signing_secret=kept["slack_signing_secret"])
         info = StackInfo(
             temporal_address=temporal.address,
             ui_url=temporal.ui_url,
@@ -320,6 +329,9 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             api_token=kept["api_token"],
             api_read_token=kept["api_read_token"],
             webhook_secret=kept["webhook_secret"],
+            action_key=kept["action_key"],
+            public_url=public_url,
+            slack_signing_secret=kept["slack_signing_secret"],
             task_queue=task_queue,
             policy_file=str(source.default_file),
             pid=os.getpid(),

@@ -1,6 +1,7 @@
 """The dev stack's generated secrets, kept in ``DIR/secrets.json`` (mode 600) across restarts.
 
-API tokens (admin and read), webhook secret and the embedded PostgreSQL's password are generated on first use
+API tokens (admin and read), webhook secret, action-link key, Slack signing secret and the embedded
+PostgreSQL's password are generated on first use
 and kept, so a restarted stack (and the clients that read ``stack.json``) keeps working. The
 file is only ever written whole, created private (see ``escalations.connect.write_private``),
 under a lock so two start-ups on one data dir generate each secret once.
@@ -24,6 +25,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "api_token": lambda: secrets.token_urlsafe(24),
     "api_read_token": lambda: secrets.token_urlsafe(24),
     "webhook_secret": lambda: secrets.token_hex(32),
+    "action_key": lambda: secrets.token_hex(32),
+    "slack_signing_secret": lambda: secrets.token_hex(16),
     # Hex: safe in a URL and in SQL without quoting.
     "postgres_password": lambda: secrets.token_hex(24),
 }
