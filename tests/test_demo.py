@@ -11,9 +11,13 @@ import asyncio
 import base64
 import os
 import re
+import secrets
+import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from schemas import keys
 from schemas.escalation import EscalationState, postmortem_id_for
 from schemas.ticket import SweepResult, Ticket
 from escalations.cli.fake_jira import FakeJira
+from escalations.devstack.postgres import free_port
 from starter import app
 
 UI_URL = "http://ui.example.test:8233"
@@ -49,6 +54,38 @@ async def run_demo(args: list[str], env: dict[str, str], cwd: Path, timeout: flo
         output, _ = await process.communicate()
         raise AssertionError(f"the demo did not finish within {timeout:.0f}s:\n{output.decode()}") from None
     return process.returncode or 0, output.decode(), time.monotonic() - started
+
+
+@asynccontextmanager
+async def running_api(env: dict[str, str]) -> AsyncIterator[str]:
+    """``escalations api`` as production runs it (a process, configured by ``env``); its URL."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter", "api", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await http.get(f"{url}/livez")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.returncode is None, (await process.stdout.read()).decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "escalations api did not listen within 30 s"
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 async def test_demo_replays_the_blog_example_until_closed(
@@ -70,12 +107,16 @@ async def test_demo_replays_the_blog_example_until_closed(
     # must leave it alone (it would land on the demo's temporary task queue).
     bystander = f"OTHER-{uuid.uuid4().hex[:6]}"
     await _store_ticket(database_url, bystander)
+    # The API the pages' action links point at, sharing the action-link key with the demo.
+    action_key = secrets.token_hex(32)
+    api_env = {**env, "ESCALATION_API_TOKENS": secrets.token_urlsafe(16), "ESCALATION_ACTION_KEY": action_key}
     # An empty working directory and a data dir without stack.json: everything comes from
     # the environment and the installed package.
-    code, output, elapsed = await run_demo(
-        ["--data-dir", str(tmp_path / "no-stack"), "--ticket", ticket, "--pace", "0"],
-        env, tmp_path, timeout=240,
-    )
+    async with running_api(api_env) as api_url:
+        code, output, elapsed = await run_demo(
+            ["--data-dir", str(tmp_path / "no-stack"), "--ticket", ticket, "--pace", "0"],
+            {**env, "ESCALATION_ACTION_KEY": action_key, "ESCALATION_PUBLIC_URL": api_url}, tmp_path, timeout=240,
+        )
     print(output)
     print(f"demo took {elapsed:.1f}s")
     assert code == 0, output
@@ -91,6 +132,11 @@ async def test_demo_replays_the_blog_example_until_closed(
     assert "tier2 → engineering (auto: true)" in output
     assert "Ticket moved to Jira: ESC-1" in output
     assert "every 2 hours until resolved" in output
+    # Step 4: Alex Chen acknowledges from the link in his Slack page (GET, then POST), as himself.
+    assert "Alex Chen (Engineering) gets the page in Slack (#eng-oncall, caught by the demo's receiver)" in output
+    assert f"the page asks “Acknowledge {ticket}?”" in output
+    assert "He confirms: “Acknowledged by Alex Chen (Engineering) at " in output
+    assert "owns it now (via link:slack)" in output
     assert "monitor added for schema changes" in output.lower()
     assert f"{UI_URL}/namespaces/default/workflows/escalation-{ticket}" in output
     assert f"Escalation {ticket} is closed" in output
@@ -116,7 +162,7 @@ async def test_demo_replays_the_blog_example_until_closed(
     assert [(p.from_level, p.to_level, p.auto) for p in state.path if p.from_level != p.to_level] == [
         ("tier2", "engineering", True)
     ]
-    assert state.acknowledged_by and "Engineering" in state.acknowledged_by
+    assert (state.acknowledged_by, state.acknowledged_via) == ("Alex Chen (Engineering)", "link:slack")
     assert state.resolution is not None and "schema" in state.resolution.root_cause
     assert state.resolution.preventive_actions == ["Monitor added for schema changes in the Salesforce API"]
     assert state.postmortem is not None and state.postmortem.completed_at is not None
@@ -142,6 +188,14 @@ async def test_demo_replays_the_blog_example_until_closed(
         assert expected in types, expected
     assert issue == "ESC-1"
     assert failed == 0
+
+    # `escalations status` shows who acknowledged and through which channel.
+    status = await asyncio.to_thread(
+        CliRunner().invoke, app, ["status", ticket, "--data-dir", str(tmp_path / "no-stack")],
+        env={"TEMPORAL_ADDRESS": client.service_client.config.target_host, "DATABASE_URL": database_url,
+             "COLUMNS": "300"})
+    assert status.exit_code == 0, status.output
+    assert "Alex Chen (Engineering) (via link:slack)" in status.stdout, status.stdout
 
     await _check_the_sweep_step(client, database_url, output, task_queue=described.task_queue, bystander=bystander)
 
@@ -179,7 +233,7 @@ async def _check_the_sweep_step(client, database_url: str, output: str, *, task_
     sweep = client.get_workflow_handle(sweep_id, result_type=SweepResult)
     described = await sweep.describe()
     assert described.status == WorkflowExecutionStatus.COMPLETED and described.task_queue == task_queue
-    assert await described.static_summary() == f"Demo criteria sweep · policy demo v2 · only {ticket_id}"
+    assert await described.static_summary() == f"Demo criteria sweep · policy demo v3 · only {ticket_id}"
     result = await sweep.result()
     assert (result.checked, result.matched, result.started, result.skipped) == (1, 1, 1, 0), result
     assert [(s.ticket_id, s.rule, s.detail) for s in result.started_tickets] == [(ticket_id, "many-users", detail)]

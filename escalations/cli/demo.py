@@ -62,6 +62,7 @@ from escalations.links import workflow_url, workflows_url
 
 if TYPE_CHECKING:
     import asyncpg
+    import httpx
     from temporalio.client import Client
 
     from escalations.cli.fake_jira import FakeJira
@@ -154,7 +155,7 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
     from escalations.db.migrate import migrate
     from escalations.db.pool import create_pool
     from escalations.policies import PolicySource, packaged_policy
-    from escalations.settings import NotificationSettings, WorkerSettings
+    from escalations.settings import ConfigError, NotificationSettings, WorkerSettings
     from schemas.policy import PolicyError
     from worker import build_worker
 
@@ -201,11 +202,17 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
         http = await stack.enter_async_context(httpx.AsyncClient())
         pool = await create_pool(database_url, max_size=10)
         stack.push_async_callback(pool.close)
-        # Only what the demo policy's channels need (log, and Jira on the built-in receiver).
-        settings = NotificationSettings.of(
-            jira_base_url=jira.url, jira_email=jira.email, jira_api_token=jira.api_token,
-            ui_url=connection.ui_url or "http://localhost:8233", namespace=connection.namespace,
-        )
+        # Only what the demo policy's channels need: log, Jira and Slack's #eng-oncall on the
+        # built-in receiver, and the stack's action-link key and public URL when it has them.
+        try:
+            settings = NotificationSettings.of(
+                jira_base_url=jira.url, jira_email=jira.email, jira_api_token=jira.api_token,
+                ui_url=connection.ui_url or "http://localhost:8233", namespace=connection.namespace,
+                slack_webhook_urls={"ENG_ONCALL": jira.hook_url("eng-oncall")},
+                action_key=connection.action_key, public_url=connection.public_url,
+            )
+        except ConfigError as exc:
+            raise DemoError(f"the action-link settings are unusable: {exc}") from None
         worker = build_worker(
             client, pool, http, policies=source, notification_settings=settings,
             settings=WorkerSettings.of(
@@ -217,11 +224,27 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
         )
         await stack.enter_async_context(worker)
         story = Story(client=client, pool=pool, jira=jira, connection=connection, options=options,
-                      console=console, task_queue=task_queue, policy=policy)
+                      console=console, task_queue=task_queue, policy=policy, http=http,
+                      links=settings.action_links)
         await story.tell()
 
 
 # -- the story ------------------------------------------------------------------
+
+
+def _title(page: str) -> str:
+    """The <title> of one of the API's small HTML pages."""
+    import html
+    import re
+
+    found = re.search(r"<title>(.*?)</title>", page, re.DOTALL)
+    return html.unescape(found.group(1)).strip() if found else page[:200]
+
+
+def httpx_errors() -> tuple[type[Exception], ...]:
+    import httpx
+
+    return (httpx.HTTPError,)
 
 
 _DEADLINE_LABELS = {
@@ -236,7 +259,8 @@ class Story:
     """The seven steps of the blog's example, each a real call on the run, narrated."""
 
     def __init__(self, *, client: Client, pool: asyncpg.Pool, jira: FakeJira, connection: Connection,
-                 options: DemoOptions, console: Console, task_queue: str, policy: Policy) -> None:
+                 options: DemoOptions, console: Console, task_queue: str, policy: Policy,
+                 http: httpx.AsyncClient, links: bool) -> None:
         from schemas.escalation import (
             Customer,
             EscalationRequest,
@@ -253,6 +277,8 @@ class Story:
         self.console = console
         self.task_queue = task_queue
         self.policy = policy
+        self.http = http
+        self.links = links  # pages carry action links (the stack's key and public URL are known)
         self.via = cli_principal()
         yesterday = datetime.now(UTC) - timedelta(days=1)
         self.request = EscalationRequest(
@@ -440,6 +466,49 @@ class Story:
         """The command as sent by whoever runs the demo (``via``), like any CLI command."""
         return command.model_copy(update={"via": self.via})
 
+    # -- acting from the page ----------------------------------------------------
+
+    def _page_link(self, action: str) -> str | None:
+        """The ``action`` link of the latest Slack page to #eng-oncall (the demo's receiver got it)."""
+        for _hook, message in reversed(self.jira.messages):
+            for block in message.get("blocks") or []:
+                for element in block.get("elements") or [] if block.get("type") == "actions" else []:
+                    if element.get("action_id") == action and element.get("url"):
+                        return str(element["url"])
+        return None
+
+    async def acknowledge_from_the_page(self) -> Any:
+        """Alex Chen acknowledges from the link in his Slack page: GET (a confirmation page, nothing
+        changes), then POST (the acknowledgement, as him, via link:slack). Without the stack's
+        action-link key the pages carry no links, and the demo acknowledges as the CLI would."""
+        from schemas.escalation import AcknowledgeCommand
+
+        name = "Alex Chen (Engineering)"
+        if not self.links:
+            self.happened("Pages carry no action links here (no ESCALATION_ACTION_KEY and ESCALATION_PUBLIC_URL, "
+                          "nor a stack.json of `escalations dev`): Engineering acknowledges with the CLI's command")
+            return await self.update("acknowledge", AcknowledgeCommand(by=name))
+        link = self._page_link("acknowledge")
+        if link is None:
+            raise DemoError("the Slack page to #eng-oncall carries no Acknowledge link")
+        shown = self.jira.messages[-1][1].get("text", "")
+        self.happened(f"{escape(name)} gets the page in Slack (#eng-oncall, caught by the demo's receiver): "
+                      f"“{escape(shown)}” with buttons Acknowledge · Escalate · Add a note")
+        try:
+            confirm = await self.http.get(link, timeout=15)
+            if confirm.status_code != 200:
+                raise DemoError(f"the Acknowledge link answered HTTP {confirm.status_code}: {_title(confirm.text)}")
+            self.happened(f"He opens Acknowledge: the page asks “{escape(_title(confirm.text))}” and changes "
+                          "nothing until he confirms")
+            done = await self.http.post(link, timeout=30)
+        except httpx_errors() as exc:
+            raise DemoError(f"the API behind the link ({self.connection.public_url}) did not answer: "
+                            f"{type(exc).__name__}; is `escalations dev` running?") from None
+        if done.status_code != 200:
+            raise DemoError(f"confirming the Acknowledge link answered HTTP {done.status_code}: {_title(done.text)}")
+        self.happened(f"He confirms: “{escape(_title(done.text))}” — the link acts once, as him")
+        return await self.state()
+
     # -- the steps ---------------------------------------------------------------
 
     async def tell(self) -> None:
@@ -477,7 +546,6 @@ class Story:
     async def _story(self) -> None:
 
         from schemas.escalation import (
-            AcknowledgeCommand,
             AddNoteCommand,
             CompletePostmortemCommand,
             PostmortemStatus,
@@ -558,9 +626,9 @@ class Story:
 
         # 4 -------------------------------------------------------------------
         await self.begin("Customer communication")
-        state = await self.update("acknowledge", AcknowledgeCommand(by="Alex Chen (Engineering)"))
-        self.happened(f"Engineering acknowledges: {escape(state.acknowledged_by or '')} owns it now; "
-                      "the acknowledgement clock stops")
+        state = await self.acknowledge_from_the_page()
+        self.happened(f"Engineering acknowledges: {escape(state.acknowledged_by or '')} owns it now "
+                      f"(via {escape(state.acknowledged_via or '—')}); the acknowledgement clock stops")
         self.state_line(state)
         await self.pause()
         cadence = p1.customer_update_every.total_seconds()

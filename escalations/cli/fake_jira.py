@@ -18,6 +18,9 @@ caller's event loop on 127.0.0.1 and a port the OS picks::
         jira.issues["ESC-1"].comments
 
 Not a Jira: no JQL, no transitions, no persistence. For demos and local trials only.
+
+It also stands in for a chat tool's incoming webhooks: ``POST /hooks/{name}`` records the JSON
+message (``messages``) and answers ``ok`` as Slack does, so the demo can read the pages it sent.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 ISSUE_PATH = "/rest/api/3/issue"
 
@@ -77,6 +80,7 @@ class FakeJira:
         self.api_token = api_token
         self.host = host
         self.issues: dict[str, Issue] = {}
+        self.messages: list[tuple[str, dict[str, Any]]] = []  # (hook name, message) as received
         self.url = ""
         self._answers: dict[str, tuple[int, dict[str, Any]]] = {}
         self._ids = 10_000
@@ -134,7 +138,22 @@ class FakeJira:
                            "comment": {"total": len(issue.comments), "comments": issue.comments}},
             })
 
+        @app.post("/hooks/{name}")
+        async def incoming_webhook(name: str, request: Request) -> PlainTextResponse:
+            try:
+                message = await request.json()
+            except ValueError:
+                return PlainTextResponse("invalid_payload", status_code=400)
+            if not isinstance(message, dict):
+                return PlainTextResponse("invalid_payload", status_code=400)
+            self.messages.append((name, message))
+            return PlainTextResponse("ok")
+
         return app
+
+    def hook_url(self, name: str) -> str:
+        """The address of an incoming webhook named ``name`` (a Slack channel's, say)."""
+        return f"{self.url}/hooks/{name}"
 
     def _authorised(self, request: Request) -> bool:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
