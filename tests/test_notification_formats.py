@@ -35,11 +35,16 @@ from activities.channels.email import build_message
 from activities.channels.jira import MAX_DOCUMENT_CHARS, comment_body, issue_description
 from activities.channels.slack import slack_payload
 from activities.channels.teams import MAX_POST_BYTES, teams_payload
-from activities.templates import Kept, Link, Rendered, jira_summary, render, utf16_units
+from activities.templates import Action, Kept, Link, Rendered, jira_summary, render, utf16_units
 from schemas.notifications import NotificationIntent, Template
 from tests.helpers.vendors import adaptive_card_problems, adf_problems, slack_problems
 
 UI_LINK = "https://temporal.example/namespaces/default/workflows/escalation-SF-1042"
+# A page's signed action links, as activities.notifications makes them (tokens are base64url).
+TOKEN = "eyJhIjoiYWNrbm93bGVkZ2UifQ." + "A" * 43
+ACTIONS = tuple(Action(name, label, f"https://escalations.example/actions/{name}/{TOKEN}", TOKEN)
+                for name, label in (("acknowledge", "Acknowledge"), ("escalate", "Escalate"), ("note", "Add a note")))
+ACTION_LINKS = {action.url for action in ACTIONS}
 CSAT_LINK = "https://csat.example/rate?ticket=SF-1042&score=|5>"
 EVIL = "https://evil.example"
 HOSTILE = (f"<!channel> <!here> <@U123> <{EVIL}|click me> [x]({EVIL}) <script>alert(1)</script> "
@@ -209,10 +214,13 @@ def assert_html_is_safe(html: str, allowed_links: set[str]) -> None:
 @pytest.mark.parametrize("template", sorted(get_args(Template)))
 def test_every_template_passes_the_vendor_validators_with_hostile_content(template, csat_url):
     context = hostile_context(csat_url=csat_url)
-    message = render(template, context, audience_of(template), workflow_url=UI_LINK)
-    allowed = {UI_LINK, CSAT_LINK}
+    # Every template gets action links offered; only internal ones may carry them.
+    message = render(template, context, audience_of(template), workflow_url=UI_LINK, actions=ACTIONS)
+    allowed = {UI_LINK, CSAT_LINK, *ACTION_LINKS}
+    assert message.actions == (() if audience_of(template) == "customer" else ACTIONS)
 
     assert_slack_is_safe(slack_payload(message), allowed)
+    assert_slack_is_safe(slack_payload(message, interactive=True), allowed)
     assert_teams_is_safe(teams_payload(message), allowed)
     jira = delivery(template, context, message, "jira")
     assert_jira_is_safe(issue_description(jira), allowed)
@@ -226,6 +234,47 @@ def test_every_template_passes_the_vendor_validators_with_hostile_content(templa
     assert mail.as_bytes()  # every header serialises
     links = [block.url for block in message.blocks if isinstance(block, Link)]
     assert set(links) <= allowed and (message.link is None or message.link.url == UI_LINK)
+
+
+def test_action_links_in_every_format():
+    """A page's action links: text lines, e-mail buttons, Slack buttons (acting in Slack when its
+    interactivity is set up), Teams Action.OpenUrl, Jira link paragraphs."""
+    context, _ = _message()
+    message = render("escalation_opened", context, "owner", workflow_url=UI_LINK, actions=ACTIONS)
+    assert "Acknowledge: https://escalations.example/actions/acknowledge/" in message.text
+    parsed = _Html()
+    parsed.feed(message.html)
+    assert [href for href in parsed.hrefs if "/actions/" in href] == [a.url for a in ACTIONS]
+
+    def slack_buttons(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        [block] = [b for b in payload["blocks"] if b["type"] == "actions"]
+        return {element["action_id"]: element for element in block["elements"]}
+
+    linked = slack_buttons(slack_payload(message))
+    assert [linked[name]["url"] for name in ("acknowledge", "escalate", "note")] == [a.url for a in ACTIONS]
+    assert linked["acknowledge"]["style"] == "primary" and "value" not in linked["acknowledge"]
+    in_slack = slack_buttons(slack_payload(message, interactive=True))
+    assert in_slack["acknowledge"]["value"] == in_slack["escalate"]["value"] == TOKEN
+    assert "url" not in in_slack["acknowledge"] and in_slack["note"]["url"] == ACTIONS[2].url
+    assert in_slack["open_temporal_ui"]["url"] == UI_LINK
+
+    card = teams_payload(message)["attachments"][0]["content"]
+    assert [(a["title"], a["url"]) for a in card["actions"]] == [
+        *((a.label, a.url) for a in ACTIONS), ("Open in Temporal UI", UI_LINK)]
+    for document in (issue_description(delivery("escalation_opened", context, message, "jira")),
+                     comment_body(delivery("escalation_opened", context, message, "jira"))):
+        assert [href for href in adf_links(document) if "/actions/" in href] == [a.url for a in ACTIONS]
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "http://escalations.example/actions/acknowledge/t",
+                                 "https://x.example/a b"])
+def test_an_action_link_is_a_button_only_when_safe(url):
+    context, _ = _message()
+    unsafe = Action("acknowledge", "Acknowledge", url, TOKEN)
+    message = render("escalation_opened", context, "owner", actions=(unsafe,))
+    assert message.actions == ()
+    local = Action("acknowledge", "Acknowledge", f"http://127.0.0.1:8000/actions/acknowledge/{TOKEN}", TOKEN)
+    assert render("escalation_opened", context, "owner", actions=(local,)).actions == (local,)  # the dev stack
 
 
 # -- each hole the issue saw, one by one ------------------------------------------
