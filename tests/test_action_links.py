@@ -86,7 +86,7 @@ async def test_acknowledge_from_the_link_in_the_page(client, task_queue, start_w
 
             # POST acknowledges, as Dana, through the link of the webhook page.
             done = await api.post(link)
-            assert_page(done, 200, "Acknowledged by Dana at", "through the link in the page to Dana")
+            assert_page(done, 200, "Acknowledged by Dana at", "Through the link in the page to Dana (webhook)")
             state = await current_state(handle)
             assert (state.status, state.acknowledged_by, state.acknowledged_via) == (
                 "acknowledged", "Dana", "link:webhook")

@@ -113,7 +113,8 @@ async def take_action(request: Request, action: ActionPath, token: TokenPath) ->
         return _refused_page(refused)
     except Exception as exc:
         return _fault_page(exc)
-    return _page(200, done.summary, f"through the link in the page to {verified.recipient}.", done.state)
+    return _page(200, done.summary, f"Through the link in the page to {verified.recipient} ({verified.channel}).",
+                 done.state)
 
 
 # -- the pages ------------------------------------------------------------------------
