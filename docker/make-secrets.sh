@@ -9,7 +9,7 @@ mkdir -p secrets
 chmod 700 secrets
 random() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 for name in postgres_password escalations_db_password grafana_db_password grafana_admin_password \
-            webhook_secret; do
+            webhook_secret action_key; do
   if [ ! -s "secrets/$name" ]; then
     random > "secrets/$name"
     echo "secrets/$name: generated"
