@@ -1,8 +1,10 @@
 """The escalation worker: builds the pool and clients once, registers everything, runs.
 
 Configuration (``escalations/settings.py``) is read at start-up only, by ``main``: the
-standard ``TEMPORAL_*`` variables and profiles, ``WorkerSettings`` and the channels'
-``NotificationSettings``. The dev stack builds the same settings and calls ``run_worker``.
+standard ``TEMPORAL_*`` variables and profiles, ``WorkerSettings``, the channels'
+``NotificationSettings`` and the payload keys (``CodecSettings``). The dev stack builds the
+same settings and calls ``run_worker``. Its client, and so every payload it writes, uses the
+one data converter (``escalations.temporal``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
@@ -33,10 +35,12 @@ from activities.tickets import TicketActivities
 from escalations.db.pool import create_pool
 from escalations.policies import PolicySource
 from escalations.settings import (
+    CodecSettings,
     NotificationSettings,
     WorkerSettings,
     temporal_connect_config,
 )
+from escalations.temporal import connect
 from workflows.escalation import EscalationWorkflow
 from workflows.housekeeping import HousekeepingWorkflow
 from workflows.postmortem import PostmortemWorkflow
@@ -48,9 +52,9 @@ DB_COMMAND_TIMEOUT = 10.0
 
 
 async def connect_client(environ: Mapping[str, str] | None = None) -> Client:
-    """A Temporal client configured like the ``temporal`` CLI (env vars and profiles)."""
-    config = temporal_connect_config(environ)
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    """A Temporal client configured like the ``temporal`` CLI (env vars and profiles), with the
+    payload keys of the same environment."""
+    return await connect(temporal_connect_config(environ), CodecSettings.from_env(environ))
 
 
 def build_worker(
@@ -100,13 +104,15 @@ WORKFLOWS = (EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow, Hous
 WORKFLOW_MODULES = ("workflows.escalation", "workflows.postmortem", "workflows.sweep", "workflows.housekeeping")
 
 
-def build_replayer(strict_sandbox: bool = True) -> Replayer:
-    """A replayer that runs this worker's workflows exactly as the worker does (same sandbox)."""
+def build_replayer(data_converter: DataConverter, strict_sandbox: bool = True) -> Replayer:
+    """A replayer that runs this worker's workflows exactly as the worker does (same sandbox),
+    decoding with ``data_converter`` (a client's ``client.data_converter``, or
+    ``escalations.temporal.data_converter(codec)``: the keys the histories were written with)."""
     zoneinfo.reset_tzpath(to=())  # the pinned tzdata, as run_worker uses
     settings = WorkerSettings.of(task_queue="replay", database_url="", strict_sandbox=strict_sandbox)
     return Replayer(
         workflows=list(WORKFLOWS),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         workflow_runner=worker_options(settings, WORKFLOW_MODULES)["workflow_runner"],
     )
 
@@ -127,10 +133,12 @@ def worker_options(settings: WorkerSettings, workflow_modules: tuple[str, ...]) 
 
 
 async def run_worker(settings: WorkerSettings, notification_settings: NotificationSettings,
-                     temporal: Mapping[str, Any], stop: asyncio.Event | None = None) -> None:
+                     temporal: Mapping[str, Any], stop: asyncio.Event | None = None, *,
+                     codec: CodecSettings) -> None:
     """Run until ``stop`` is set (or, without one, SIGINT/SIGTERM), then shut down cleanly.
 
-    ``temporal``: ``Client.connect`` keyword arguments (``temporal_connect_config``)."""
+    ``temporal``: ``Client.connect`` keyword arguments (``temporal_connect_config``);
+    ``codec``: the payload keys."""
     # Calendar maths must give the same answers on every worker and on replay: use the
     # pinned `tzdata` package's zone database, never whatever the host happens to have.
     zoneinfo.reset_tzpath(to=())
@@ -141,7 +149,7 @@ async def run_worker(settings: WorkerSettings, notification_settings: Notificati
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    client = await Client.connect(**temporal, data_converter=pydantic_data_converter)
+    client = await connect(temporal, codec)
     async with AsyncExitStack() as stack:
         # Bounded: a frozen PostgreSQL costs an activity attempt seconds, never a hang (the
         # projection retries; deliveries do not wait for it).
@@ -161,7 +169,8 @@ async def run_worker(settings: WorkerSettings, notification_settings: Notificati
 def main() -> None:
     """``escalations worker`` / ``python -m worker``: configured by the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(WorkerSettings.from_env(), NotificationSettings.from_env(), temporal_connect_config()))
+    asyncio.run(run_worker(WorkerSettings.from_env(), NotificationSettings.from_env(), temporal_connect_config(),
+                           codec=CodecSettings.from_env()))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.escalations import fired_timers, start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_path
@@ -27,6 +28,7 @@ def spawn_worker(
         "DATABASE_URL": database_url,
         "ESCALATION_TASK_QUEUE": task_queue,
         "ESCALATION_POLICY_FILE": str(policy),
+        **TEST_ENV,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "worker"], cwd=ROOT, env=env,

@@ -1,8 +1,9 @@
 """The FastAPI application: ``create_app(settings)``.
 
-One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route but ``/healthz``
-needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
+One Temporal client (the project's data converter: pydantic JSON, encrypted with
+``ESCALATION_ENCRYPTION_KEYS``) and one asyncpg pool per process, made in the lifespan and
+kept on ``app.state``; the same keys serve Temporal's remote codec endpoints (``/codec/*``,
+``escalations.api.codec``). Every route but ``/healthz`` needs a bearer token; ``/openapi.json`` and ``/docs`` stay public on purpose (the
 schema holds no data, and client generators and the docs page need it).
 Errors are RFC 9457 problem documents.
 
@@ -32,11 +33,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from escalations import client as ec
-from escalations.api import escalations, feedback, health, tickets
+from escalations import temporal
+from escalations.api import codec, escalations, feedback, health, tickets
 from escalations.api.deps import api_routes, requires_token
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.problems import (
@@ -58,7 +59,9 @@ from escalations.settings import ApiSettings
 DESCRIPTION = """\
 Customer escalations on durable Temporal timers: start an escalation, act on it
 (acknowledge, escalate, note, pause, resume, resolve, postmortem), read its live
-state, list escalations, record CSAT and read KPIs.
+state, list escalations, record CSAT and read KPIs. `/codec/encode` and `/codec/decode`
+are Temporal's remote codec endpoints (payload encryption) for Temporal UI and the
+`temporal` CLI.
 
 Authenticate with `Authorization: Bearer <token>` (tokens from `ESCALATION_API_TOKENS`)
 on every route but `/healthz`. Errors are RFC 9457 problem documents
@@ -83,7 +86,7 @@ async def connect_temporal(settings: ApiSettings) -> Client:
         **settings.temporal,
         "lazy": True,
     }
-    return await Client.connect(**options, data_converter=pydantic_data_converter)
+    return await temporal.connect(options, settings.codec)
 
 
 async def open_pool(settings: ApiSettings) -> Any:
@@ -157,6 +160,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Last, so outermost: a browser's CORS preflight is answered before anything else runs.
+    codec.install(app, settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
