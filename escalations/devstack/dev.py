@@ -4,6 +4,12 @@ Temporal dev server (SQLite in WAL mode, UI, the contract's search attributes),
 embedded PostgreSQL (unless DATABASE_URL is set), migrations, worker, HTTP API
 and the criteria sweep schedule. Ctrl-C or SIGTERM stops everything it started.
 
+Payloads are always encrypted here: with ``ESCALATION_ENCRYPTION_KEYS`` (or ``…_FILE``)
+when set, else with a key generated once into ``DIR/secrets.json``. The worker, the API and
+every command reading ``stack.json`` (which carries the keys) use them, and the UI decodes
+through the API's codec endpoint (``--ui-codec-endpoint <api_url>/codec``), so an
+operator's view in Temporal UI is unchanged.
+
 The stack supervises the servers it started: a Temporal server or embedded
 PostgreSQL that dies is started again (same data, same ports) and the worker and
 API reconnect by themselves; after 5 restarts within 60 s it gives up and stops.
@@ -28,12 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from escalations.api.server import ApiStartupError, serve
+from escalations.codec import format_keys, new_key_entry
 from escalations.connect import StackInfo, write_stack
 from escalations.db.migrate import migrate
 from escalations.devstack.postgres import (
@@ -58,11 +65,13 @@ from escalations.policies import PolicySource
 from escalations.schedules import install_housekeeping, install_schedule
 from escalations.settings import (
     ApiSettings,
+    CodecSettings,
     ConfigError,
     NotificationSettings,
     WorkerSettings,
     temporal_connect_config,
 )
+from escalations.temporal import connect
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
 from worker import run_worker
@@ -90,19 +99,38 @@ class DevOptions:
 
 
 def stack_secrets(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """API token and webhook secret: from the environment, else generated once and kept."""
+    """API token, webhook secret and payload encryption keys: from the environment, else
+    generated once and kept (the key must outlive the stack: its runs' histories need it)."""
     path = data_dir / "secrets.json"
     kept: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    if "api_token" not in kept or "webhook_secret" not in kept:
+    if any(name not in kept for name in ("api_token", "webhook_secret", "encryption_keys")):
         kept.setdefault("api_token", secrets.token_urlsafe(24))
         kept.setdefault("webhook_secret", secrets.token_hex(32))
-        path.write_text(json.dumps(kept))
-        path.chmod(0o600)
+        kept.setdefault("encryption_keys", new_key_entry("dev"))
+        # Written whole, then moved: a crash never leaves a half-written key behind.
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(kept))
+        partial.chmod(0o600)
+        partial.replace(path)
     tokens = [t for t in environ.get("ESCALATION_API_TOKENS", "").split(",") if t.strip()]
+    configured = CodecSettings.from_env(environ)
     return {
         "api_token": tokens[0].strip() if tokens else kept["api_token"],
         "webhook_secret": environ.get("ESCALATION_WEBHOOK_SECRET") or kept["webhook_secret"],
+        "encryption_keys": format_keys(configured.keys) if configured.encrypted else kept["encryption_keys"],
     }
+
+
+def stack_codec(kept: Mapping[str, str], ui_url: str | None, api_token: str) -> CodecSettings:
+    """The stack's keys; its UI (which has no sign-in, so cannot send a token) may call the
+    API's codec endpoints as the stack's token, from its URL and the same port on localhost."""
+    origins = []
+    if ui_url:
+        origins.append(ui_url)
+        if "://127.0.0.1:" in ui_url:
+            origins.append(ui_url.replace("://127.0.0.1:", "://localhost:"))
+    return CodecSettings.of(encryption_keys=SecretStr(kept["encryption_keys"]), ui_origins=tuple(origins),
+                            ui_token=SecretStr(api_token) if origins else None)
 
 
 def _summary(info: StackInfo) -> Table:
@@ -110,7 +138,10 @@ def _summary(info: StackInfo) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key, value in info.model_dump().items():
-        if value is not None:
+        if key == "encryption_keys" and value:
+            # Key material stays in stack.json (0600); the console (and its scrollback) gets the ids.
+            table.add_row("encryption", "on, keys " + ", ".join(e.split(":", 1)[0] for e in value.split(",")))
+        elif value is not None:
             table.add_row(key, str(value))
     return table
 
@@ -234,10 +265,13 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
 
     supervisors: list[Supervisor] = []
     failures: list[BaseException] = []
+    api_url = f"http://{options.host}:{options.api_port}"
     temporal = TemporalDevServer(
         port=options.temporal_port, ui_port=options.ui_port, ip=options.host,
         db_file=data_dir / "temporal.db", log_file=data_dir / "temporal.log",
+        ui_codec_endpoint=f"{api_url}/codec",
     )
+    codec = stack_codec(kept, temporal.ui_url, kept["api_token"])
 
     async def start_servers() -> tuple[str, dict[str, Any], Client]:
         """Postgres (own, adopted or external), migrations, Temporal; a connected client."""
@@ -262,8 +296,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         await server.wait_ready()
         temporal_config = {**temporal_connect_config(environ), "target_host": temporal.address,
                            "namespace": "default"}
-        return database_url, temporal_config, await Client.connect(
-            **temporal_config, data_converter=pydantic_data_converter)
+        return database_url, temporal_config, await connect(temporal_config, codec)
 
     try:
         # Ctrl-C while starting: stop starting, then stop what has started.
@@ -286,8 +319,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         api_settings = ApiSettings.from_env(
             environ, temporal=temporal_config, database_url=database_url, task_queue=task_queue,
             policy_file=str(source.default_file), ui_url=temporal.ui_url, host=options.host,
-            port=options.api_port, tokens=environ.get("ESCALATION_API_TOKENS") or kept["api_token"])
-        api_url = f"http://{options.host}:{options.api_port}"
+            port=options.api_port, tokens=environ.get("ESCALATION_API_TOKENS") or kept["api_token"], codec=codec)
         info = StackInfo(
             temporal_address=temporal.address,
             ui_url=temporal.ui_url,
@@ -295,6 +327,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             database_url=database_url,
             api_token=kept["api_token"],
             webhook_secret=kept["webhook_secret"],
+            encryption_keys=kept["encryption_keys"],
             task_queue=task_queue,
             policy_file=str(source.default_file),
             pid=os.getpid(),
@@ -306,7 +339,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         api_ready = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(_watch(supervisors, stop, failures))
-            group.create_task(run_worker(worker_settings, notification_settings, temporal_config, stop))
+            group.create_task(run_worker(worker_settings, notification_settings, temporal_config, stop, codec=codec))
             group.create_task(serve(api_settings, stop, on_ready=lambda _url: api_ready.set()))
             ready = asyncio.create_task(api_ready.wait())
             stopping = asyncio.create_task(stop.wait())
