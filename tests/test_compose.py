@@ -55,6 +55,11 @@ def test_application_services_use_real_commands_and_settings(compose: dict) -> N
     policy = env["ESCALATION_POLICY_FILE"]
     assert policy.startswith("/app/") and (ROOT / policy.removeprefix("/app/")).exists()
     assert "ESCALATION_API_TOKENS" in services["api"]["environment"]
+    assert "ESCALATION_ENCRYPTION_KEYS" in env  # every part encrypts with the same keys
+    # The UI decodes through the API's /codec, which lets the UI's origin in.
+    codec = services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+    assert codec == f"http://localhost:{services['api']['ports'][0].split(':')[0]}/codec"
+    assert services["api"]["environment"]["ESCALATION_CODEC_UI_ORIGINS"] == "http://localhost:8080"
     # Every variable the stack reads is one the code reads.
     code = "\n".join(p.read_text() for p in ROOT.glob("**/*.py") if ".venv" not in p.parts)
     for variable in env:
