@@ -7,8 +7,8 @@ metadata (static summary and details, timer and activity summaries, and the curr
 which the UI reads through a query), failure details and, with encryption on, failure messages
 and stack traces (``encode_common_attributes``). What it cannot cover stays plaintext:
 search attributes (the server indexes them; they hold ids and enums only), workflow and run
-ids, type, task queue, activity and timer ids, update and signal names, event timestamps and
-a termination's reason (docs/security.md).
+ids, type, task queue, activity and timer ids, update and signal names, event timestamps, a
+termination's reason, headers, and the SDK's patch markers (docs/security.md).
 """
 
 from __future__ import annotations

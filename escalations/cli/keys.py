@@ -30,6 +30,7 @@ from escalations import connect
 from escalations.cli.failing import fail, one_line
 from escalations.codec import PLAIN, key_ids_in, new_key_entry
 from escalations.connect import DEFAULT_DATA_DIR
+from schemas.durations import format_duration
 
 USAGE_ERROR = 2
 CONNECT_TIMEOUT = 15.0
@@ -151,5 +152,5 @@ def usage_command(
         if key_id not in found.keys:
             typer.echo(f"key {key_id}: no run or schedule read uses it")
     if found.retention is not None:
-        typer.echo(f"namespace retention: {found.retention}; a key no running run or schedule uses may go once "
-                   "the last closed run holding it is older than that")
+        typer.echo(f"namespace retention: {format_duration(found.retention)}; a key no running run or schedule "
+                   "uses may go once the last closed run holding it is older than that")
