@@ -31,7 +31,7 @@ from escalations.codec import (
 )
 from escalations.connect import StackInfo, resolve, write_stack
 from escalations.devstack.dev import stack_codec, stack_secrets
-from escalations.settings import ApiSettings, CodecSettings, ConfigError, parse_encryption_keys
+from escalations.settings import ApiSettings, CodecSettings, ConfigError, parse_encryption_keys, token_entry
 from escalations.temporal import data_converter
 from tests.helpers.codec import OTHER_KEY, TEST_KEYS, codec_of
 
@@ -170,9 +170,9 @@ def test_the_dev_stack_generates_one_key_and_keeps_it(tmp_path: Path):
     assert key.id.startswith("dev")
     configured = stack_secrets(tmp_path, {"ESCALATION_ENCRYPTION_KEYS": f"{OTHER_KEY},{TEST_KEYS}"})
     assert configured["encryption_keys"] == f"{OTHER_KEY},{TEST_KEYS}"
-    codec = stack_codec(first, "http://127.0.0.1:8233", first["api_token"])
+    codec = stack_codec(first, "http://127.0.0.1:8233", first["api_read_token"])
     assert codec.ui_origins == ("http://127.0.0.1:8233", "http://localhost:8233")
-    assert codec.ui_token is not None and codec.ui_token.get_secret_value() == first["api_token"]
+    assert codec.ui_token is not None and codec.ui_token.get_secret_value() == first["api_read_token"]
 
 
 def test_keys_generate_prints_a_usable_entry():
@@ -190,7 +190,9 @@ UI = "http://127.0.0.1:8233"
 
 
 def codec_app(**codec: object):
-    settings = ApiSettings.of(tokens=("api-token", "ui-token"), database_url="postgresql://unused/x",
+    # The UI's stand-in must read and nothing else: it is sent without anyone presenting it.
+    tokens = ("api-token", token_entry("ui", ["read"], "ui-token"), token_entry("ops", ["read", "act"], "ops-token"))
+    settings = ApiSettings.of(tokens=tokens, database_url="postgresql://unused/x",
                               codec=CodecSettings.of(encryption_keys=SecretStr(TEST_KEYS), **codec))
     return create_app(settings)
 
@@ -253,7 +255,9 @@ async def test_without_a_ui_token_the_ui_needs_a_token_like_anyone():
         assert passed.status_code == 200 and passed.headers["access-control-allow-origin"] == UI
 
 
-def test_a_ui_token_must_be_an_api_token():
+def test_a_ui_token_must_be_a_read_only_api_token():
     with pytest.raises(ConfigError, match="ESCALATION_CODEC_UI_TOKEN must be one of ESCALATION_API_TOKENS"):
         codec_app(ui_origins=(UI,), ui_token=SecretStr("unknown"))
+    with pytest.raises(ConfigError, match="ESCALATION_CODEC_UI_TOKEN must be a token with scope read only"):
+        codec_app(ui_origins=(UI,), ui_token=SecretStr("ops-token"))
 
