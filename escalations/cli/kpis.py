@@ -110,7 +110,7 @@ def kpis(
     """Escalation KPIs: SLA, time to resolution, CSAT, repeats, frequency by category and level, per contract."""
     from pydantic import ValidationError
 
-    from escalations.db.kpis import compute_kpis, resolution_times
+    from escalations.db.kpis import compute_kpis, resolution_times, weekly_kpis
     from schemas.reporting import KpiFilters
 
     now = datetime.now(timezone.utc)
@@ -132,9 +132,10 @@ def kpis(
     async def work(conn):  # type: ignore[no-untyped-def]
         report = await compute_kpis(conn, filters)
         times = await resolution_times(conn, filters) if chart else []
-        return report, times
+        weekly = await weekly_kpis(conn, filters) if chart else []
+        return report, times, weekly
 
-    report, times = _run_with_database(data_dir, work)
+    report, times, weekly = _run_with_database(data_dir, work)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
@@ -143,7 +144,7 @@ def kpis(
         from escalations.cli.kpi_chart import draw_chart
 
         try:
-            draw_chart(report, times, chart)
+            draw_chart(report, times, weekly, chart)
         except OSError as exc:
             fail(f"cannot write {chart}: {exc}")
         if not as_json:
