@@ -2,7 +2,7 @@
 
 A Temporal dev server WITH its UI (on free ports, search attributes registered), the real
 worker, a P1 escalation that auto-escalates once (tier2 -> engineering), a functional P1 that
-opens at the billing department, and a P2 that stays at tier1. Then, in the UI:
+opens at the billing department, and a P2 that stays at tier1 and breaches its SLA. Then, in the UI:
 
 - the list, opened from a saved-view link (``escalations.links.saved_view_url``: the docs'
   "My escalations" for the P1's owner), shows that P1 alone, and the UI has saved the view.
@@ -36,8 +36,8 @@ import shutil
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
