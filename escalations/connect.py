@@ -2,6 +2,8 @@
 
 ``escalations dev`` writes ``stack.json``; production sets the standard
 ``TEMPORAL_*`` variables and ``DATABASE_URL``. Read when a command runs, never at import.
+The payload keys come the same way: ``ESCALATION_ENCRYPTION_KEYS`` (or ``…_FILE``), else
+the dev stack's ``encryption_keys`` in stack.json.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from escalations import temporal
+from escalations.settings import CodecSettings
 from schemas.keys import DEFAULT_TASK_QUEUE
 
 DEFAULT_DATA_DIR = Path(".data")
@@ -36,6 +39,7 @@ class StackInfo(BaseModel):
     public_url: str | None = Field(default=None, description="where action links point (ESCALATION_PUBLIC_URL)")
     slack_signing_secret: str | None = Field(
         default=None, description="what POST /integrations/slack/interactions verifies Slack's requests with")
+    encryption_keys: str | None = None  # ESCALATION_ENCRYPTION_KEYS of the stack's processes
     task_queue: str = DEFAULT_TASK_QUEUE
     policy_file: str | None = None
     pid: int | None = None
@@ -98,6 +102,7 @@ class Connection(BaseModel):
     namespace: str = "default"
     action_key: str | None = None
     public_url: str | None = None
+    codec: CodecSettings
 
 
 def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Connection:
@@ -108,6 +113,9 @@ def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = No
         config["target_host"] = stack.temporal_address if stack else "localhost:7233"
     if "namespace" not in config and stack is not None:
         config["namespace"] = stack.namespace
+    codec = CodecSettings.from_env(environ)
+    if not codec.encrypted and stack is not None and stack.encryption_keys:
+        codec = codec.with_overrides(encryption_keys=SecretStr(stack.encryption_keys))
     return Connection(
         temporal=config,
         database_url=environ.get("DATABASE_URL") or (stack.database_url if stack else None),
@@ -119,11 +127,12 @@ def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = No
         namespace=str(config.get("namespace", "default")),
         action_key=environ.get("ESCALATION_ACTION_KEY") or (stack.action_key if stack else None),
         public_url=environ.get("ESCALATION_PUBLIC_URL") or (stack.public_url if stack else None),
+        codec=codec,
     )
 
 
 async def temporal_client(connection: Connection) -> Client:
-    return await Client.connect(**connection.temporal, data_converter=pydantic_data_converter)  # type: ignore[arg-type]
+    return await temporal.connect(connection.temporal, connection.codec)
 
 
 def require_database(connection: Connection) -> str:

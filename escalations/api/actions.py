@@ -86,7 +86,7 @@ def _token(request: Request, action: str, token: str) -> ActionToken:
 
 
 @router.get("/{action}/{token}", response_class=HTMLResponse, responses=PAGE_RESPONSES,
-            summary="What an action link does, and a confirm button (changes nothing)")
+            summary="What an action link does, and a confirm button (changes nothing)", operation_id="showActionLink")
 async def show_action(request: Request, action: ActionPath, token: TokenPath) -> HTMLResponse:
     """Verify the link and the escalation's live state; show the action and a confirm form."""
     try:
@@ -101,7 +101,7 @@ async def show_action(request: Request, action: ActionPath, token: TokenPath) ->
 
 
 @router.post("/{action}/{token}", response_class=HTMLResponse, responses=PAGE_RESPONSES,
-             summary="Take the action of a link, as its recipient (once)")
+             summary="Take the action of a link, as its recipient (once)", operation_id="takeActionLink")
 async def take_action(request: Request, action: ActionPath, token: TokenPath) -> HTMLResponse:
     """Take the action as the link's recipient (``via link:<channel>``) and show the result."""
     try:

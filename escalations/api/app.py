@@ -1,13 +1,18 @@
 """The FastAPI application: ``create_app(settings)``.
 
-One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route declares the scope its bearer
+One Temporal client (the project's data converter: pydantic JSON, encrypted with
+``ESCALATION_ENCRYPTION_KEYS``) and one asyncpg pool per process, made in the lifespan and
+kept on ``app.state``; the same keys serve Temporal's remote codec endpoints (``/codec/*``,
+``escalations.api.codec``, scope ``read``). Every route declares the scope its bearer
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
 refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Slack)
 are authenticated by their sender's signature instead, and action links by their signed token
-(``Depends(signed)``). ``/openapi.json`` and ``/docs`` stay public on purpose
-(the schema holds no data, and client generators and the docs page need it).
+(``Depends(signed)``). ``/openapi.json``, ``/docs`` and
+``/redoc`` stay public on purpose (the schema holds no data, and client generators and the docs page need it);
+the docs pages load their assets from the API itself (``escalations.api.docs``). Every operation has a stable
+``operationId`` (camelCase, set on its route); ``create_app`` refuses a route without one, as generated SDKs
+name their methods after it. A JSON route refuses other media types (415, ``escalations.api.media``).
 Errors are RFC 9457 problem documents. Every request has an id (``X-Request-ID``), an
 access-log line and request metrics (``escalations.api.observe``); with tracing on, a span
 that the workflow's spans continue.
@@ -39,12 +44,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from escalations import client as ec
-from escalations.api import actions, escalations, feedback, health, observe, slack, tickets
+from escalations import temporal
+from escalations.api import actions, codec, escalations, feedback, health, observe, slack, tickets
 from escalations.api.deps import api_routes, route_scope, undeclared_routes
+from escalations.api.docs import install_docs
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.observe import RequestContextMiddleware
 from escalations.api.problems import (
@@ -59,6 +65,7 @@ from escalations.api.problems import (
     problem_response,
     validation_exception_handler,
 )
+from escalations.api.responses import DESCRIPTIONS
 from escalations.db.pool import create_pool
 from escalations.observability.sdk import SdkMetrics
 from escalations.observability.tracing import Tracing
@@ -68,7 +75,9 @@ from escalations.settings import ApiSettings
 DESCRIPTION = """\
 Customer escalations on durable Temporal timers: start an escalation, act on it
 (acknowledge, escalate, note, pause, resume, resolve, postmortem), read its live
-state, list escalations, record CSAT and read KPIs.
+state, list escalations, record CSAT and read KPIs. `/codec/encode` and `/codec/decode`
+are Temporal's remote codec endpoints (payload encryption) for Temporal UI and the
+`temporal` CLI.
 
 Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, from
 `ESCALATION_API_TOKENS`) on every route but the probes (`/livez`, `/readyz`, `/healthz`) and
@@ -78,7 +87,11 @@ signature (`X-Hub-Signature`) instead, since Intercom cannot send a token; so is
 `POST /integrations/slack/interactions` by Slack's (`X-Slack-Signature`), and the action links
 of pages (`/actions/{action}/{token}`) by their own signed token. 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
-as `request_id`.
+as `request_id`; a body that is not JSON is a 400, one of another media type a 415.
+
+Starts and commands take an `Idempotency-Key` header: an identical retry from the same token
+replays the first answer (`Idempotent-Replayed: true`). `GET /escalations` pages with an opaque
+`next_page_token` (also in the `Link` header), passed back as `page_token`.
 """
 
 
@@ -105,7 +118,7 @@ async def connect_temporal(settings: ApiSettings, *, sdk_metrics: SdkMetrics | N
         options["runtime"] = sdk_metrics.runtime
     if tracing is not None:
         options["interceptors"] = tracing.interceptors()
-    return await Client.connect(**options, data_converter=pydantic_data_converter)
+    return await temporal.connect(options, settings.codec)
 
 
 async def open_pool(settings: ApiSettings) -> Any:
@@ -192,10 +205,13 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sdk_metrics = sdk_metrics
     app.include_router(escalations.router)
+    app.include_router(escalations.runs_router)
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(tickets.signed_router)
@@ -203,10 +219,16 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.include_router(slack.router)
     app.include_router(health.router)
     app.include_router(observe.router)
+    app.include_router(codec.router)
     undeclared = undeclared_routes(app)
     if undeclared:  # a route nobody decided on is never served, let alone open
         raise RuntimeError(f"routes without a scope (Depends(Requires(...))) or Depends(public): "
                            f"{', '.join(undeclared)}")
+    unnamed = unnamed_routes(app)
+    if unnamed:  # generated SDKs name their methods after operationId: FastAPI's made-up ones are not a contract
+        raise RuntimeError(f"routes without an operation_id (set operation_id=\"camelCase\" on the route): "
+                           f"{', '.join(unnamed)}")
+    install_docs(app)
 
     app.add_exception_handler(ProblemError, problem_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
@@ -221,6 +243,8 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.add_middleware(RequestContextMiddleware)
     if tracing is not None:
         tracing.instrument_app(app)
+    # Last, so outermost: a browser's CORS preflight is answered before anything else runs.
+    codec.install_browser_access(app, settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -229,6 +253,12 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def unnamed_routes(app: FastAPI) -> list[str]:
+    """Operations of the schema whose route sets no ``operation_id``."""
+    return [f"{','.join(sorted(route.methods))} {path}" for path, route in api_routes(app)
+            if route.include_in_schema and not route.operation_id]
 
 
 async def escalation_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -280,7 +310,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation["x-required-scope"] = scope
                 operation["description"] = (operation.get("description", "") +
                                             f"\n\nScope: `{scope}` (or `admin`).").strip()
-            for code, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            if "requestBody" in operation:  # escalations.api.media and the malformed-JSON handler
+                for code in (400, 415):
+                    responses.setdefault(str(code), {
+                        "description": DESCRIPTIONS[code],
+                        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    })
+            for code, response in responses.items():
                 content = response.get("content", {})
                 if code[:1] in "45" and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")

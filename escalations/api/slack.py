@@ -82,6 +82,7 @@ def verify_slack_request(secret: str, body: bytes, headers: Mapping[str, str]) -
 
 @router.post("/interactions", response_model=SlackAccepted, responses=RESPONSES,
              summary="Slack's interactivity requests: a page's buttons (signed by Slack; no bearer token)",
+             operation_id="slackInteractions",
              openapi_extra={"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
                  "schema": {"type": "object", "properties": {"payload": {
                      "type": "string", "description": "Slack's interaction payload (JSON), type block_actions"}}}}}}})

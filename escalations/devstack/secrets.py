@@ -17,6 +17,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from escalations.codec import new_key_entry
 from escalations.connect import write_private
 
 SECRETS_FILE = "secrets.json"
@@ -27,6 +28,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "webhook_secret": lambda: secrets.token_hex(32),
     "action_key": lambda: secrets.token_hex(32),
     "slack_signing_secret": lambda: secrets.token_hex(16),
+    # The payload codec's key (``id:base64``): kept, since the stack's histories need it.
+    "encryption_keys": lambda: new_key_entry("dev"),
     # Hex: safe in a URL and in SQL without quoting.
     "postgres_password": lambda: secrets.token_hex(24),
 }
