@@ -445,12 +445,13 @@ def _as(command: C, via: str | None) -> C:
 
 
 async def _update(client: Client, ticket_id: str, name: str, command: BaseModel,
-                  timeouts: Timeouts = DEFAULT_TIMEOUTS) -> EscalationState:
+                  timeouts: Timeouts = DEFAULT_TIMEOUTS, update_id: str | None = None) -> EscalationState:
+    """``update_id``: Temporal runs an update of that id once per run (a retry gets the first outcome)."""
     handle = escalation_handle(client, ticket_id)
     for attempt in range(2):
         try:
             async with _Bounded(f"the {name} update", timeouts.workflow):
-                return await handle.execute_update(name, command, result_type=EscalationState,
+                return await handle.execute_update(name, command, id=update_id, result_type=EscalationState,
                                                    rpc_timeout=_rpc(timeouts.workflow))
         except WorkflowUpdateFailedError as err:
             raise CommandRejected(_failure_message(err)) from None
@@ -480,8 +481,9 @@ async def escalate(client: Client, ticket_id: str, command: EscalateCommand, *,
 
 
 async def add_note(client: Client, ticket_id: str, command: AddNoteCommand, *,
-                   timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
-    return await _update(client, ticket_id, "add_note", _as(command, via), timeouts)
+                   timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+                   update_id: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "add_note", _as(command, via), timeouts, update_id)
 
 
 async def pause(client: Client, ticket_id: str, command: PauseCommand, *,
@@ -495,8 +497,9 @@ async def resume(client: Client, ticket_id: str, command: ResumeCommand, *,
 
 
 async def resolve(client: Client, ticket_id: str, command: ResolveCommand, *,
-                  timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
-    return await _update(client, ticket_id, "resolve", _as(command, via), timeouts)
+                  timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+                  update_id: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "resolve", _as(command, via), timeouts, update_id)
 
 
 async def complete_postmortem(
