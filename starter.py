@@ -44,7 +44,7 @@ def build_app() -> Any:
     import typer
 
     from escalations.api import command as api_command
-    from escalations.cli import demo, escalations, kpis, policy, replay, stack, tickets, webhooks
+    from escalations.cli import demo, erasure, escalations, keys, kpis, policy, replay, stack, tickets, webhooks
     from escalations.devstack import command as dev_command
 
     app = typer.Typer(
@@ -53,7 +53,8 @@ def build_app() -> Any:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
     )
-    for group in (dev_command, stack, policy, kpis, tickets, api_command, escalations, demo, replay, webhooks):
+    for group in (dev_command, stack, policy, kpis, tickets, api_command, escalations, demo, replay, webhooks, keys,
+                  erasure):
         group.register(app)
     return app
 

@@ -2,8 +2,9 @@
 
 Configuration (``escalations/settings.py``) is read at start-up only, by ``main``: the
 standard ``TEMPORAL_*`` variables and profiles, ``WorkerSettings``, the channels'
-``NotificationSettings`` and ``TelemetrySettings`` (logs, traces). The dev stack builds the
-same settings and calls ``run_worker``.
+``NotificationSettings``, ``TelemetrySettings`` (logs, traces) and the payload keys
+(``CodecSettings``). The dev stack builds the same settings and calls ``run_worker``. Its
+client, and so every payload it writes, uses the one data converter (``escalations.temporal``).
 
 Beside polling, the worker serves ``/metrics`` (the Temporal SDK's metrics and its own),
 ``/livez`` and ``/readyz`` on ``ESCALATION_METRICS_PORT``, and on SIGTERM stops polling at
@@ -24,7 +25,7 @@ from typing import Any
 import asyncpg
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import (
     SandboxedWorkflowRunner,
@@ -45,11 +46,13 @@ from escalations.observability.sdk import SdkMetrics
 from escalations.observability.tracing import Tracing
 from escalations.policies import PolicySource
 from escalations.settings import (
+    CodecSettings,
     NotificationSettings,
     TelemetrySettings,
     WorkerSettings,
     temporal_connect_config,
 )
+from escalations.temporal import connect
 from workflows.escalation import EscalationWorkflow
 from workflows.housekeeping import HousekeepingWorkflow
 from workflows.postmortem import PostmortemWorkflow
@@ -61,9 +64,9 @@ DB_COMMAND_TIMEOUT = 10.0
 
 
 async def connect_client(environ: Mapping[str, str] | None = None) -> Client:
-    """A Temporal client configured like the ``temporal`` CLI (env vars and profiles)."""
-    config = temporal_connect_config(environ)
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    """A Temporal client configured like the ``temporal`` CLI (env vars and profiles), with the
+    payload keys of the same environment."""
+    return await connect(temporal_connect_config(environ), CodecSettings.from_env(environ))
 
 
 def build_worker(
@@ -115,13 +118,15 @@ WORKFLOWS = (EscalationWorkflow, PostmortemWorkflow, CriteriaSweepWorkflow, Hous
 WORKFLOW_MODULES = ("workflows.escalation", "workflows.postmortem", "workflows.sweep", "workflows.housekeeping")
 
 
-def build_replayer(strict_sandbox: bool = True) -> Replayer:
-    """A replayer that runs this worker's workflows exactly as the worker does (same sandbox)."""
+def build_replayer(data_converter: DataConverter, strict_sandbox: bool = True) -> Replayer:
+    """A replayer that runs this worker's workflows exactly as the worker does (same sandbox),
+    decoding with ``data_converter`` (a client's ``client.data_converter``, or
+    ``escalations.temporal.data_converter(codec)``: the keys the histories were written with)."""
     zoneinfo.reset_tzpath(to=())  # the pinned tzdata, as run_worker uses
     settings = WorkerSettings.of(task_queue="replay", database_url="", strict_sandbox=strict_sandbox)
     return Replayer(
         workflows=list(WORKFLOWS),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         workflow_runner=worker_options(settings, WORKFLOW_MODULES)["workflow_runner"],
     )
 
@@ -171,10 +176,11 @@ class WorkerProbes:
 
 async def run_worker(settings: WorkerSettings, notification_settings: NotificationSettings,
                      temporal: Mapping[str, Any], stop: asyncio.Event | None = None, *,
-                     tracing: Tracing | None = None, on_listening: Callable[[str], None] | None = None) -> None:
+                     codec: CodecSettings, tracing: Tracing | None = None, on_listening: Callable[[str], None] | None = None) -> None:
     """Run until ``stop`` is set (or, without one, SIGINT/SIGTERM), then shut down cleanly.
 
-    ``temporal``: ``Client.connect`` keyword arguments (``temporal_connect_config``).
+    ``temporal``: ``Client.connect`` keyword arguments (``temporal_connect_config``);
+    ``codec``: the payload keys.
     ``on_listening`` gets the URL of the metrics and health endpoint once it listens.
     Shutting down, polling stops at once and running activities get ``settings.shutdown_grace``
     seconds to finish before they are cancelled; the endpoint answers until the end
@@ -190,8 +196,8 @@ async def run_worker(settings: WorkerSettings, notification_settings: Notificati
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     sdk = SdkMetrics()
-    client = await Client.connect(**temporal, data_converter=pydantic_data_converter, runtime=sdk.runtime,
-                                  interceptors=tracing.interceptors() if tracing else [])
+    client = await connect(temporal, codec, runtime=sdk.runtime,
+                           interceptors=tracing.interceptors() if tracing else [])
     async with AsyncExitStack() as stack:
         # Bounded: a frozen PostgreSQL costs an activity attempt seconds, never a hang (the
         # projection retries; deliveries do not wait for it).
@@ -226,7 +232,7 @@ def main() -> None:
     tracing = Tracing.from_settings(telemetry, "escalations-worker")
     try:
         asyncio.run(run_worker(WorkerSettings.from_env(), NotificationSettings.from_env(), temporal_connect_config(),
-                               tracing=tracing))
+                               codec=CodecSettings.from_env(), tracing=tracing))
     finally:
         if tracing is not None:
             tracing.shutdown()

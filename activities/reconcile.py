@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from temporalio import activity
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -95,14 +96,17 @@ class ReconcileActivities:
                                   handle.id, " ".join(str(err).split())[:300])
             return Outbox()
 
-    @staticmethod
-    async def _reason(handle, word: str) -> str:
+    async def _reason(self, handle, word: str) -> str:
         """``terminated: <reason>``, ``failed: <message>``: from the run's close event."""
         async for event in handle.fetch_history_events(event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT):
             if event.HasField("workflow_execution_terminated_event_attributes"):
                 detail = event.workflow_execution_terminated_event_attributes.reason
             elif event.HasField("workflow_execution_failed_event_attributes"):
-                detail = event.workflow_execution_failed_event_attributes.failure.message
+                # With encryption on, the message is in the failure's encrypted attributes.
+                failure = Failure()
+                failure.CopyFrom(event.workflow_execution_failed_event_attributes.failure)
+                error = await self._client.data_converter.decode_failure(failure)
+                detail = getattr(error, "message", None) or str(error)
             elif event.HasField("workflow_execution_canceled_event_attributes"):
                 detail = "canceled"
             else:

@@ -31,12 +31,15 @@ import psutil
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from pydantic import SecretStr
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from escalations.codec import new_key_entry
 from escalations.db.migrate import migrate
 from escalations.devstack.postgres import EmbeddedPostgres, free_port
 from escalations.devstack.temporal import TemporalDevServer, temporal_binary
+from escalations.settings import CodecSettings
+from escalations.temporal import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "bench_template"
@@ -216,13 +219,18 @@ class Run:
 
 
 class BenchStack:
-    """Owns a temp dir, the embedded Postgres (durable, like production) and the template DB."""
+    """Owns a temp dir, the embedded Postgres (durable, like production) and the template DB.
+
+    Payloads are encrypted as in production: one generated key (or ``ESCALATION_ENCRYPTION_KEYS``
+    of ``worker_env``) for the clients here and every worker process."""
 
     def __init__(self, root: Path | None = None, worker_env: Mapping[str, str] | None = None):
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="escalations-bench-"))
         self.postgres = EmbeddedPostgres(self.root / "pg", durable=True, database="postgres")
         self.worker_env = dict(worker_env or {})
+        self.worker_env.setdefault("ESCALATION_ENCRYPTION_KEYS", new_key_entry("bench"))
+        self.codec = CodecSettings.of(encryption_keys=SecretStr(self.worker_env["ESCALATION_ENCRYPTION_KEYS"]))
         self.admin_url = ""
         self.postgres_version = ""
         self._runs = 0
@@ -302,7 +310,7 @@ class BenchStack:
         run: Run | None = None
         try:
             await server.wait_ready()
-            client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+            client = await connect({"target_host": server.address}, self.codec)
             run = Run(self, name, server, client, url, pool)
             yield run
         finally:

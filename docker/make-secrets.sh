@@ -24,3 +24,9 @@ if [ ! -s secrets/api_tokens ]; then
   echo "secrets/api_tokens: generated (admin token ops-admin in secrets/api_admin_token)"
 fi
 chmod 644 secrets/api_tokens
+# The payload key (docs/security.md): `id:base64` of 32 random bytes; add newer keys first to rotate.
+if [ ! -s secrets/encryption_keys ]; then
+  printf 'k%s:%s\n' "$(date -u +%Y%m%d)" "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" > secrets/encryption_keys
+  echo "secrets/encryption_keys: generated"
+fi
+chmod 644 secrets/encryption_keys

@@ -3,7 +3,8 @@
 Backend services written in Python call these directly instead of the HTTP API;
 the API and the ``escalations`` CLI use them too, so every Temporal call (start,
 updates, queries, visibility) is written once. Each function takes a Client
-connected with ``pydantic_data_converter`` and raises a typed error:
+connected with the project's data converter (``escalations.temporal.connect``: pydantic
+JSON, encrypted with ``ESCALATION_ENCRYPTION_KEYS``) and raises a typed error:
 
 - ``EscalationNotFound``: the ticket has no escalation;
 - ``EscalationClosed``: the ticket's escalation has already completed;
@@ -25,12 +26,12 @@ missing worker from a stuck Temporal), so none waits forever on an outage.
 
 Example (another service)::
 
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from escalations.settings import CodecSettings, temporal_connect_config
+    from escalations.temporal import connect
     from schemas.escalation import AcknowledgeCommand, EscalationRequest
     from starter import acknowledge, start_escalation
 
-    client = await Client.connect("localhost:7233", data_converter=pydantic_data_converter)
+    client = await connect(temporal_connect_config(), CodecSettings.from_env())
     handle = await start_escalation(client, EscalationRequest.model_validate(body),
                                     task_queue="escalations")
     state = await acknowledge(client, "SF-1042", AcknowledgeCommand(by="dana"))

@@ -2,6 +2,8 @@
 
 ``escalations dev`` writes ``stack.json``; production sets the standard
 ``TEMPORAL_*`` variables and ``DATABASE_URL``. Read when a command runs, never at import.
+The payload keys come the same way: ``ESCALATION_ENCRYPTION_KEYS`` (or ``…_FILE``), else
+the dev stack's ``encryption_keys`` in stack.json.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from escalations import temporal
+from escalations.settings import CodecSettings
 from schemas.keys import DEFAULT_TASK_QUEUE
 
 DEFAULT_DATA_DIR = Path(".data")
@@ -32,6 +35,7 @@ class StackInfo(BaseModel):
     api_token: str | None = Field(default=None, description="admin: every scope (operators, the walk-through)")
     api_read_token: str | None = Field(default=None, description="scope read only (dashboards, read-only tools)")
     webhook_secret: str | None = None
+    encryption_keys: str | None = None  # ESCALATION_ENCRYPTION_KEYS of the stack's processes
     task_queue: str = DEFAULT_TASK_QUEUE
     policy_file: str | None = None
     pid: int | None = None
@@ -92,6 +96,7 @@ class Connection(BaseModel):
     api_token: str | None = None
     api_read_token: str | None = None
     namespace: str = "default"
+    codec: CodecSettings
 
 
 def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Connection:
@@ -102,6 +107,9 @@ def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = No
         config["target_host"] = stack.temporal_address if stack else "localhost:7233"
     if "namespace" not in config and stack is not None:
         config["namespace"] = stack.namespace
+    codec = CodecSettings.from_env(environ)
+    if not codec.encrypted and stack is not None and stack.encryption_keys:
+        codec = codec.with_overrides(encryption_keys=SecretStr(stack.encryption_keys))
     return Connection(
         temporal=config,
         database_url=environ.get("DATABASE_URL") or (stack.database_url if stack else None),
@@ -111,11 +119,12 @@ def resolve(data_dir: Path | None = None, environ: Mapping[str, str] | None = No
         api_token=stack.api_token if stack else None,
         api_read_token=stack.api_read_token if stack else None,
         namespace=str(config.get("namespace", "default")),
+        codec=codec,
     )
 
 
 async def temporal_client(connection: Connection) -> Client:
-    return await Client.connect(**connection.temporal, data_converter=pydantic_data_converter)  # type: ignore[arg-type]
+    return await temporal.connect(connection.temporal, connection.codec)
 
 
 def require_database(connection: Connection) -> str:

@@ -15,6 +15,8 @@ Temporal's own connection settings (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``
 from __future__ import annotations
 
 import base64
+import binascii
+import dataclasses
 import hashlib
 import os
 import re
@@ -22,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives import hashes
@@ -81,6 +84,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
                                       env_ignore_empty=True, populate_by_name=True, case_sensitive=True)
     _environ: ClassVar[Mapping[str, str] | None] = None
+    read_by: ClassVar[str | None] = None  # the configuration table's "read by" (default: from the class name)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -132,7 +136,10 @@ def _is_secret(cls: type[BaseSettings], field: str) -> bool:
 def describe(cls: type[BaseSettings], err: ValidationError) -> str:
     problems = []
     for error in err.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a check across fields: its message names the variables itself
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         name = variable_of(cls, field) if field in cls.model_fields else field
         # Never echo a secret's value, whether the error names the field or its variable.
         secret = _is_secret(cls, field)
@@ -518,6 +525,8 @@ class ApiSettings(Settings):
     database_url: str | None = Field(None, **env("DATABASE_URL", description="PostgreSQL"))
     policy_file: str | None = Field(None, **env("ESCALATION_POLICY_FILE", description="the default policy (YAML)"))
     temporal: dict[str, Any] = Field(default_factory=lambda: {"target_host": "localhost:7233"})
+    # The keys of the API's own Temporal client and of its codec endpoints (/codec/*).
+    codec: CodecSettings = Field(default_factory=lambda: CodecSettings.of())
     host: str = Field("127.0.0.1", **env("ESCALATION_API_HOST", description="listen address"))
     port: int = Field(8000, ge=0, le=65535, **env("ESCALATION_API_PORT", description="listen port (0: any free)"))
     max_body_bytes: Positive = Field(1024 * 1024, **env("ESCALATION_API_MAX_BODY_BYTES", description="413 above"))
@@ -597,6 +606,7 @@ class ApiSettings(Settings):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
         overrides.setdefault("temporal", temporal_connect_config(environ))
+        overrides.setdefault("codec", CodecSettings.from_env(environ))
         return super().from_env(environ, **overrides)
 
     @property
@@ -621,11 +631,133 @@ class ApiSettings(Settings):
             raise ConfigError("DATABASE_URL is not set (the dev stack sets it for you: `escalations dev`)")
 
 
-ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings, TelemetrySettings)
+# -- payload encryption (every process with a Temporal client) ---------------------
 
 
-def _reader(cls: type[Settings]) -> str:
-    return str(getattr(cls, "read_by", None) or cls.__name__.removesuffix("Settings").lower())
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KEY_BYTES = 32  # AES-256
+
+
+@dataclasses.dataclass(frozen=True)
+class EncryptionKey:
+    """One AES-256 key and the id payloads name it by (the id is stored in plaintext)."""
+
+    id: str
+    secret: bytes = dataclasses.field(repr=False)
+
+
+def parse_encryption_keys(text: str, variable: str) -> tuple[EncryptionKey, ...]:
+    """``id:base64`` entries, newest first, separated by commas or line breaks (``#`` starts a
+    comment). Each key is 32 random bytes in standard or URL-safe base64. The error names the
+    entry by its position and id, never its key material."""
+    entries = [entry.strip() for line in text.splitlines() for entry in line.split("#", 1)[0].split(",")]
+    keys: list[EncryptionKey] = []
+    for number, entry in enumerate((e for e in entries if e), start=1):
+        key_id, colon, encoded = entry.partition(":")
+        key_id, encoded = key_id.strip(), encoded.strip()
+        where = f"{variable}: entry {number}"
+        if not colon or not encoded:
+            raise ValueError(f"{where} is not `id:base64-key` (e.g. k2026-01:{'A' * 43}=)")
+        if not KEY_ID_PATTERN.fullmatch(key_id):
+            raise ValueError(f"{where}: key id {key_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if any(key.id == key_id for key in keys):
+            raise ValueError(f"{where}: key id {key_id!r} appears twice")
+        try:
+            standard = encoded.replace("-", "+").replace("_", "/")
+            secret = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        except binascii.Error:
+            raise ValueError(f"{where} ({key_id}): the key is not valid base64") from None
+        if len(secret) != KEY_BYTES:
+            raise ValueError(f"{where} ({key_id}): the key is {len(secret)} bytes; AES-256 needs {KEY_BYTES} "
+                             "(generate one: escalations keys generate)")
+        keys.append(EncryptionKey(key_id, secret))
+    if not keys:
+        raise ValueError(f"{variable} holds no key")
+    return tuple(keys)
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not an origin such as http://localhost:8233 (scheme, host, port; no path)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class CodecSettings(Settings):
+    """The payload codec (worker, API, CLI, dev stack: every process with a Temporal client) and
+    the API's codec endpoints. No key: payloads stay plain JSON (and an encrypted one cannot be
+    read, with an error naming its key id)."""
+
+    read_by: ClassVar[str | None] = "worker, api, cli, dev"
+
+    encryption_keys: SecretStr | None = Field(None, **env(
+        "ESCALATION_ENCRYPTION_KEYS",
+        description="payload encryption keys, `id:base64` (32 bytes each), comma-separated, newest first; "
+                    "encrypts with the first, decrypts with any (docs/security.md)"))
+    encryption_keys_file: Path | None = Field(None, **env(
+        "ESCALATION_ENCRYPTION_KEYS_FILE",
+        description="a file holding ESCALATION_ENCRYPTION_KEYS' entries, one a line (instead of the variable)"))
+    ui_origins: Annotated[tuple[str, ...], NoDecode] = Field((), **env(
+        "ESCALATION_CODEC_UI_ORIGINS",
+        description="browser origins (Temporal UI) allowed to call the API's /codec endpoints, comma-separated"),
+        json_schema_extra={"read_by": "api"})
+    ui_token: SecretStr | None = Field(None, **env(
+        "ESCALATION_CODEC_UI_TOKEN",
+        description="an API token that /codec requests from ESCALATION_CODEC_UI_ORIGINS without one stand for "
+                    "(a UI without sign-in, which cannot send one: the dev stack's)"),
+        json_schema_extra={"read_by": "api"})
+    _keys: tuple[EncryptionKey, ...] = PrivateAttr(default=())
+
+    @field_validator("ui_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("ui_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_origin(origin) for origin in value)
+
+    @model_validator(mode="after")
+    def _read_keys(self) -> Self:
+        # Raised here (not per field) so no error message ever echoes the key material.
+        if self.encryption_keys is not None and self.encryption_keys_file is not None:
+            raise ValueError("set ESCALATION_ENCRYPTION_KEYS or ESCALATION_ENCRYPTION_KEYS_FILE, not both")
+        if self.encryption_keys is not None:
+            self._keys = parse_encryption_keys(self.encryption_keys.get_secret_value(), "ESCALATION_ENCRYPTION_KEYS")
+        elif self.encryption_keys_file is not None:
+            try:
+                text = self.encryption_keys_file.read_text(encoding="utf-8")
+            except OSError as err:
+                raise ValueError(f"ESCALATION_ENCRYPTION_KEYS_FILE: cannot read {self.encryption_keys_file}: "
+                                 f"{err.strerror or err}") from None
+            self._keys = parse_encryption_keys(text, f"ESCALATION_ENCRYPTION_KEYS_FILE ({self.encryption_keys_file})")
+        if self.ui_token is not None and not self.ui_origins:
+            raise ValueError("ESCALATION_CODEC_UI_TOKEN needs ESCALATION_CODEC_UI_ORIGINS (the UI it stands for)")
+        return self
+
+    @property
+    def keys(self) -> tuple[EncryptionKey, ...]:
+        """Newest first: payloads are encrypted with ``keys[0]``."""
+        return self._keys
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self._keys)
+
+
+ApiSettings.model_rebuild()  # its ``codec`` field names CodecSettings, defined after it
+
+
+ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings, TelemetrySettings,
+                                             CodecSettings)
 
 
 def configuration_table() -> str:
@@ -638,10 +770,12 @@ def configuration_table() -> str:
             variable = variable_of(cls, name)
             default = "required" if field.is_required() else (
                 "—" if field.default in (None, (), {}) else f"`{field.default}`")
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            reader = str(extra.get("read_by") or cls.read_by or cls.__name__.removesuffix("Settings").lower())
             if variable in rows:
-                rows[variable][2].append(_reader(cls))
+                rows[variable][2].append(reader)
                 continue
-            rows[variable] = (default, field.description, [_reader(cls)])
+            rows[variable] = (default, field.description, [reader])
     lines = ["| variable | default | what | read by |", "|---|---|---|---|"]
     for variable, (default, description, readers) in sorted(rows.items()):
         lines.append(f"| `{variable}` | {default} | {description} | {', '.join(readers)} |")

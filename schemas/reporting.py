@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
@@ -59,6 +60,18 @@ class KpiReport(BaseModel):
     by_priority: list[Frequency]
     by_contract: list[ContractKpis] = Field(
         default_factory=list, description="per contract key (null: under no contract), most escalations first")
+
+
+class WeeklyKpis(BaseModel):
+    """The trend KPIs of the escalations opened in one ISO week (Monday 00:00 UTC onwards)."""
+
+    week: str = Field(description="ISO year and week, e.g. 2026-W10")
+    week_start: date = Field(description="the week's Monday")
+    escalations: int = Field(description="opened that week")
+    resolved: int
+    resolved_within_sla: int
+    resolved_within_sla_share: float | None = Field(description="resolved within SLA / resolved")
+    mean_time_to_resolution_seconds: float | None = Field(description="net of pauses")
 
 
 class CsatSubmission(BaseModel):

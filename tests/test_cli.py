@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from escalations.cli.escalations import relative
 from escalations.cli.principal import cli_principal
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_path
 from tests.helpers.polling import eventually
@@ -35,6 +36,7 @@ def cli_env(client, task_queue, database_url) -> dict[str, str | None]:
         "ESCALATION_POLICY_FILE": str(policy_path("fast")),
         "ESCALATION_UI_URL": "http://ui.example:8233",
         "COLUMNS": "200",
+        **TEST_ENV,
     }
 
 

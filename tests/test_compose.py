@@ -184,6 +184,11 @@ def test_application_services_use_real_commands_and_settings(services: dict) -> 
     assert (source / policy.name).is_file()
     assert "ESCALATION_API_TOKENS_FILE" in environment(services["api"])
     # Every variable the stack sets is one the code reads (VAR_FILE: VAR, by the entrypoint).
+    assert "ESCALATION_ENCRYPTION_KEYS_FILE" in env  # every part encrypts with the same keys
+    # The UI decodes through the API's /codec, which lets the UI's origin in.
+    codec = services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+    assert codec == f"${{ESCALATION_PUBLIC_URL:-http://localhost:{services['api']['ports'][0].split(':')[0]}}}/codec"
+    assert services["api"]["environment"]["ESCALATION_CODEC_UI_ORIGINS"] == "${TEMPORAL_UI_ORIGIN:-http://localhost:8080}"
     code = "\n".join(p.read_text() for p in ROOT.glob("**/*.py") if ".venv" not in p.parts)
     for name in APP_SERVICES:
         for variable, value in environment(services[name]).items():

@@ -220,7 +220,7 @@ def test_applying_a_newer_version_chooses_the_contract_again():
     decision = tr.apply_policy(state, ApplyPolicyCommand(version=2), v2)
     assert decision.state.view.contract == "gold-2027"
     assert decision.state.clocks.resolve.budget == 40 * S and decision.state.clocks.ack.budget == 5 * S
-    assert decision.changes[0].payload == {"by": "operator", "from_version": 1, "to_version": 2,
+    assert decision.changes[0].payload == {"by": "operator", "via": None, "from_version": 1, "to_version": 2,
                                            "from_contract": "gold", "contract": "gold-2027"}
     unchanged = tr.apply_policy(open_(v1, "trial"), ApplyPolicyCommand(version=2), v2)
     assert "contract" not in unchanged.changes[0].payload and unchanged.state.view.contract is None
@@ -417,7 +417,7 @@ async def test_kpis_are_filtered_and_grouped_by_contract(client, task_queue, sta
             tickets: dict[str | None, list[str]] = {}
             for contract, customers in plans.items():
                 for plan in customers:
-                    body = request(plan).model_dump(mode="json")
+                    body = request(plan).as_body()
                     started = await api.post("/escalations", json=body)
                     assert started.status_code == 201, started.text
                     tickets.setdefault(contract, []).append(body["ticket_id"])

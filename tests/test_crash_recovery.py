@@ -10,6 +10,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.escalations import fired_timers, start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_path
@@ -29,6 +30,7 @@ def spawn_worker(
         "ESCALATION_POLICY_FILE": str(policy),
         "ESCALATION_METRICS_PORT": "0",  # not the default port: other workers may run on this host
         "ESCALATION_SHUTDOWN_GRACE": "5",  # the clean-up SIGTERM waits 20 s at most
+        **TEST_ENV,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "worker"], cwd=ROOT, env=env,

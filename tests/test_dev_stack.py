@@ -1,7 +1,12 @@
-"""`escalations dev` end to end: ready → stack.json → SIGTERM stops everything → restart resumes."""
+"""`escalations dev` end to end: ready → stack.json → SIGTERM stops everything → restart resumes.
+
+Encryption is on: stack.json carries the generated key, Temporal holds ciphertext, a command
+reading stack.json and the UI (through the API's codec endpoint) read the run as before, and
+the restarted stack keeps the key."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import stat
@@ -12,18 +17,19 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from typer.testing import CliRunner
 
 from escalations.devstack.postgres import fallback_cluster_dir, free_port
+from escalations.temporal import connect
 from schemas.escalation import AcknowledgeCommand, EscalationState
+from tests.helpers.codec import codec_of, history_dump, readable
 from tests.helpers.devstack import children_alive, start_dev, stop, wait_for_stack
 from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
 
 STACK_KEYS = {"temporal_address", "ui_url", "api_url", "database_url", "api_token", "api_read_token",
-              "webhook_secret"}
+              "webhook_secret", "encryption_keys"}
 
 
 async def assert_private(data_dir: Path, stack: dict, log: Path) -> None:
@@ -75,12 +81,15 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
             assert (await http.get(f"{stack['api_url']}/escalations", headers=reader)).status_code == 200
             refused = await http.post(f"{stack['api_url']}/escalations", json={}, headers=reader)
             assert refused.status_code == 403 and refused.json()["missing_scope"] == "start"
-        client = await Client.connect(stack["temporal_address"], data_converter=pydantic_data_converter)
+        assert "on, keys dev" in log.read_text()  # the summary names the key, never shows it
+        assert stack["encryption_keys"] not in log.read_text()
+        client = await connect({"target_host": stack["temporal_address"]}, codec_of(stack["encryption_keys"]))
         schedules = [s.id async for s in await client.list_schedules()]
         assert "escalation-criteria-sweep" in schedules
         handle = await start_escalation(client, blog_request("DEV-1"), "escalations")
         opened = await eventually(lambda: current_state(handle), timeout=20)
         assert opened.policy.name == "demo"
+        await _check_encryption(stack, data_dir)
     finally:
         assert stop(dev) == 0, log.read_text()[-3000:]
     assert not (data_dir / "stack.json").exists()
@@ -90,7 +99,8 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
     dev = start_dev(data_dir, ports, log)
     try:
         stack = wait_for_stack(data_dir, dev, log)
-        client = await Client.connect(stack["temporal_address"], data_converter=pydantic_data_converter)
+        # The same key: the secrets file keeps it across restarts.
+        client = await connect({"target_host": stack["temporal_address"]}, codec_of(stack["encryption_keys"]))
         handle = client.get_workflow_handle("escalation-DEV-1")
         resumed = await eventually(lambda: current_state(handle), timeout=20)
         assert resumed.escalation_id == opened.escalation_id
@@ -99,3 +109,34 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
         assert acked.status == "acknowledged"
     finally:
         assert stop(dev) == 0, log.read_text()[-3000:]
+
+
+async def _check_encryption(stack: dict, data_dir: Path) -> None:
+    """Ciphertext in Temporal; plaintext again through stack.json (CLI), the codec endpoint
+    (``temporal`` CLI with the API's token) and the UI (its settings name the endpoint, and a
+    call from its origin needs no token)."""
+    address, api = stack["temporal_address"], stack["api_url"]
+    assert "Acme Corp" not in readable(await history_dump(address, "escalation-DEV-1"))
+    decoded = await history_dump(address, "escalation-DEV-1", "--codec-endpoint", f"{api}/codec",
+                                 "--codec-auth", f"Bearer {stack['api_token']}")
+    assert "Acme Corp" in readable(decoded)
+
+    from starter import app
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["status", "DEV-1", "--data-dir", str(data_dir)],
+                                     env={"TEMPORAL_ADDRESS": None, "ESCALATION_ENCRYPTION_KEYS": None,
+                                          "ESCALATION_ENCRYPTION_KEYS_FILE": None, "DATABASE_URL": None,
+                                          "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Acme Corp (acme)" in result.output
+
+    async with httpx.AsyncClient() as http:
+        settings = (await http.get(f"{stack['ui_url']}/api/v1/settings")).json()
+        assert settings["Codec"]["Endpoint"] == f"{api}/codec", settings.get("Codec")
+        raw = json.loads(await history_dump(address, "escalation-DEV-1"))
+        summary = raw["events"][0]["userMetadata"]["summary"]
+        from_ui = await http.post(f"{api}/codec/decode", json={"payloads": [summary]},
+                                  headers={"Origin": stack["ui_url"], "X-Namespace": "default"})
+        assert from_ui.status_code == 200, from_ui.text
+        assert from_ui.headers["access-control-allow-origin"] == stack["ui_url"]
+        assert "Acme Corp" in readable(json.dumps(from_ui.json()))

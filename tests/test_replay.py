@@ -19,7 +19,9 @@ import pytest
 from temporalio.client import WorkflowHistory
 
 from escalations.repair import replays, reset_point
+from escalations.temporal import data_converter
 from tests.helpers import paths
+from tests.helpers.codec import TEST_CODEC
 from worker import build_replayer
 
 HERE = paths.HISTORIES
@@ -41,12 +43,12 @@ def test_histories_are_checked_in():
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path):
-    await build_replayer().replay_workflow(load(path))
+    await build_replayer(data_converter(TEST_CODEC)).replay_workflow(load(path))
 
 
 @pytest.mark.parametrize("path", STUCK, ids=[p.stem for p in STUCK])
 async def test_a_stuck_history_fails_and_has_a_reset_point(path: Path):
-    replayer = build_replayer()
+    replayer = build_replayer(data_converter(TEST_CODEC))
     history = load(path)
     reason = await replays(replayer, history)
     assert reason is not None and "Nondeterminism" in reason

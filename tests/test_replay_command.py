@@ -2,7 +2,8 @@
 code (exit 0), a run the installed code cannot replay is caught (exit 1, named), errors exit 2.
 
 The command runs as a subprocess (``python -m starter replay``) with only TEMPORAL_ADDRESS
-and an empty data dir: it must need nothing else (no database, no worker).
+(and the suite's payload keys) and an empty data dir: it must need nothing else (no database,
+no worker).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from schemas.escalation import (
     postmortem_id_for,
 )
 from schemas.keys import ESCALATION_WORKFLOW
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.escalations import start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.polling import eventually
@@ -86,7 +88,7 @@ async def run_replay(tmp_path: Path, *args: str, address: str, namespace: str = 
     """``python -m starter replay ARGS`` with only the Temporal address (no database, no stack)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TEMPORAL_", "ESCALATION_")) and k != "DATABASE_URL"}
-    env.update({"TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": namespace, "COLUMNS": "200"})
+    env.update({"TEMPORAL_ADDRESS": address, "TEMPORAL_NAMESPACE": namespace, "COLUMNS": "200", **TEST_ENV})
     empty = tmp_path / "no-stack"
     empty.mkdir(exist_ok=True)
     process = await asyncio.create_subprocess_exec(

@@ -37,6 +37,7 @@ from schemas.escalation import (
 from schemas.policy import load_policy_file
 from schemas.ticket import CandidateQuery, EscalateBatch, SweepInput, SweepMatch, SweepResult, Ticket
 from starter import app as cli
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.escalations import current_state
 from tests.helpers.policies import policy_path
 from tests.helpers.polling import eventually
@@ -463,7 +464,7 @@ async def test_schedule_is_installed_idempotently_and_runs(client, task_queue, p
 
             slower = write_policy(tmp_path, every="2s", version=2)
             await handle.pause(note="operator pause")
-            env = {"TEMPORAL_ADDRESS": address, "ESCALATION_TASK_QUEUE": task_queue}
+            env = {"TEMPORAL_ADDRESS": address, "ESCALATION_TASK_QUEUE": task_queue, **TEST_ENV}
             result = await asyncio.to_thread(
                 CliRunner().invoke, cli, ["schedule", "install", "--policy", str(slower), "--data-dir", str(tmp_path)],
                 env=env)

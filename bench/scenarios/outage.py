@@ -656,7 +656,7 @@ async def _verify(run: Run, pool: asyncpg.Pool, runs: list[Tracked], d: Duration
     resent = sum(c - 1 for c in per_key.values() if c > 1)
 
     # Runs: running, replaying; where the time went, from their histories.
-    replayer = build_replayer()
+    replayer = build_replayer(run.client.data_converter)
     descriptions = await bounded(runs, lambda t: t.handle.describe(), QUERY_CONCURRENCY)
     not_running = [t.handle.id for t, dsc in zip(runs, descriptions)
                    if dsc.status != WorkflowExecutionStatus.RUNNING]

@@ -1,7 +1,9 @@
 """The FastAPI application: ``create_app(settings)``.
 
-One Temporal client (pydantic data converter) and one asyncpg pool per process,
-made in the lifespan and kept on ``app.state``. Every route declares the scope its bearer
+One Temporal client (the project's data converter: pydantic JSON, encrypted with
+``ESCALATION_ENCRYPTION_KEYS``) and one asyncpg pool per process, made in the lifespan and
+kept on ``app.state``; the same keys serve Temporal's remote codec endpoints (``/codec/*``,
+``escalations.api.codec``, scope ``read``). Every route declares the scope its bearer
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
 refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Jira)
@@ -37,11 +39,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
 from escalations import client as ec
-from escalations.api import escalations, feedback, health, jira, observe, tickets
+from escalations import temporal
+from escalations.api import codec, escalations, feedback, health, jira, observe, tickets
 from escalations.api.deps import api_routes, route_scope, undeclared_routes
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.observe import RequestContextMiddleware
@@ -66,7 +68,9 @@ from escalations.settings import ApiSettings
 DESCRIPTION = """\
 Customer escalations on durable Temporal timers: start an escalation, act on it
 (acknowledge, escalate, note, pause, resume, resolve, postmortem), read its live
-state, list escalations, record CSAT and read KPIs.
+state, list escalations, record CSAT and read KPIs. `/codec/encode` and `/codec/decode`
+are Temporal's remote codec endpoints (payload encryption) for Temporal UI and the
+`temporal` CLI.
 
 Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, from
 `ESCALATION_API_TOKENS`) on every route but the probes (`/livez`, `/readyz`, `/healthz`) and
@@ -102,7 +106,7 @@ async def connect_temporal(settings: ApiSettings, *, sdk_metrics: SdkMetrics | N
         options["runtime"] = sdk_metrics.runtime
     if tracing is not None:
         options["interceptors"] = tracing.interceptors()
-    return await Client.connect(**options, data_converter=pydantic_data_converter)
+    return await temporal.connect(options, settings.codec)
 
 
 async def open_pool(settings: ApiSettings) -> Any:
@@ -197,6 +201,8 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.add_middleware(RequestContextMiddleware)
     if tracing is not None:
         tracing.instrument_app(app)
+    # Last, so outermost: a browser's CORS preflight is answered before anything else runs.
+    codec.install(app, settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -58,7 +58,7 @@ from escalations.connect import (
     require_database,
     resolve,
 )
-from escalations.links import workflow_url, workflows_url
+from escalations.links import escalations_query, workflow_url, workflows_url
 
 if TYPE_CHECKING:
     import asyncpg
@@ -809,7 +809,8 @@ class Story:
         self.console.print(table)
         link = ui_link(self.connection, self.workflow_id)
         if link and self.connection.ui_url:
-            listing = workflows_url(self.connection.ui_url, self.connection.namespace, 'CustomerId="acme"')
+            listing = workflows_url(self.connection.ui_url, self.connection.namespace,
+                                    escalations_query('CustomerId="acme"'))
             self.console.print(f"Temporal UI, this run: {link}", soft_wrap=True, markup=False)
             self.console.print(f"Temporal UI, Acme's escalations: {listing}", soft_wrap=True, markup=False)
         self.console.print(f"Finished in {elapsed:.0f} s (≈ {scaled(elapsed)} of escalation time at {SCALE_LABEL}).")

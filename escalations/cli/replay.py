@@ -157,7 +157,7 @@ async def replay_matching(
         build_replayer,  # imports every workflow module: only when there is work
     )
 
-    replayer = build_replayer()
+    replayer = build_replayer(client.data_converter)
     run_ids: dict[int, str] = {}  # the history being replayed -> the run id visibility listed
 
     async def histories() -> AsyncIterator[WorkflowHistory]:
@@ -300,7 +300,7 @@ def repair_command(
         zoneinfo.reset_tzpath(to=())
         from worker import build_replayer
 
-        replayer = build_replayer()
+        replayer = build_replayer(client.data_converter)
         summary = await replay_matching(client, query, on_failure=lambda f: None)
         if not summary.failed:
             typer.echo(f"checked {summary.replayed} runs: none is stuck")

@@ -20,7 +20,10 @@ escalations under no contract). Definitions (see also 003_kpis.sql):
 - frequency by category, by level reached (``highest_level``: the highest level in the
   chain the escalation reached), by kind and by priority, most frequent first;
 - by contract: the counts, SLA share, time to resolution and CSAT above, per contract key
-  the escalations opened under (null: none matched), most escalations first.
+  the escalations opened under (null: none matched), most escalations first;
+- weekly: escalations, resolved, resolved within SLA (count and share) and mean time to
+  resolution per ISO week *opened* (Monday 00:00 UTC), every week from the first to the
+  last with escalations, empty weeks included, so a trend has no silent gaps.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from schemas.policy import NO_CONTRACT
-from schemas.reporting import ContractKpis, Frequency, KpiFilters, KpiReport
+from schemas.reporting import ContractKpis, Frequency, KpiFilters, KpiReport, WeeklyKpis
 
 _FILTERED = """
 WITH f AS (
@@ -81,6 +84,29 @@ SELECT dimension, key, count(*) AS escalations
  ORDER BY dimension, escalations DESC, key
 """
 
+# Weeks in UTC whatever the session's TimeZone; date_trunc('week') starts on Monday, as ISO weeks do.
+_WEEKLY = _FILTERED + """,
+w AS (
+    SELECT f.*, date_trunc('week', opened_at AT TIME ZONE 'UTC') AS week_start FROM f
+),
+weeks AS (
+    SELECT generate_series(min(week_start), max(week_start), interval '1 week') AS week_start FROM w
+)
+SELECT to_char(weeks.week_start, 'IYYY-"W"IW')             AS week,
+       weeks.week_start::date                               AS week_start,
+       count(w.escalation_id)                               AS escalations,
+       count(*) FILTER (WHERE w.resolved)                   AS resolved,
+       count(*) FILTER (WHERE w.resolved_within_sla)        AS resolved_within_sla,
+       (count(*) FILTER (WHERE w.resolved_within_sla))::float8
+           / NULLIF(count(*) FILTER (WHERE w.resolved), 0)  AS resolved_within_sla_share,
+       (avg(w.resolution_seconds::numeric) FILTER (WHERE w.resolved))::float8
+                                                            AS mean_time_to_resolution_seconds
+  FROM weeks
+  LEFT JOIN w ON w.week_start = weeks.week_start
+ GROUP BY weeks.week_start
+ ORDER BY weeks.week_start
+"""
+
 _RESOLUTION_TIMES = _FILTERED + """
 SELECT resolution_seconds FROM f WHERE resolved ORDER BY resolution_seconds
 """
@@ -128,3 +154,8 @@ async def compute_kpis(conn: asyncpg.Connection, filters: KpiFilters) -> KpiRepo
 async def resolution_times(conn: asyncpg.Connection, filters: KpiFilters) -> list[float]:
     """Time to resolution (seconds, net of pauses) of each resolved escalation; for charts."""
     return [r["resolution_seconds"] for r in await conn.fetch(_RESOLUTION_TIMES, *_arguments(filters))]
+
+
+async def weekly_kpis(conn: asyncpg.Connection, filters: KpiFilters) -> list[WeeklyKpis]:
+    """Volume, SLA share and mean time to resolution per ISO week opened, oldest first; for the trend chart."""
+    return [WeeklyKpis.model_validate(dict(record)) for record in await conn.fetch(_WEEKLY, *_arguments(filters))]

@@ -4,6 +4,12 @@ Temporal dev server (SQLite in WAL mode, UI, the contract's search attributes),
 embedded PostgreSQL (unless DATABASE_URL is set), migrations, worker, HTTP API
 and the criteria sweep schedule. Ctrl-C or SIGTERM stops everything it started.
 
+Payloads are always encrypted here: with ``ESCALATION_ENCRYPTION_KEYS`` (or ``…_FILE``)
+when set, else with a key generated once into ``DIR/secrets.json``. The worker, the API and
+every command reading ``stack.json`` (which carries the keys) use them, and the UI decodes
+through the API's codec endpoint (``--ui-codec-endpoint <api_url>/codec``), so an
+operator's view in Temporal UI is unchanged.
+
 The stack supervises the servers it started: a Temporal server or embedded
 PostgreSQL that dies is started again (same data, same ports) and the worker and
 API reconnect by themselves; after 5 restarts within 60 s it gives up and stops.
@@ -26,12 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from escalations.api.server import ApiStartupError, serve
+from escalations.codec import format_keys
 from escalations.connect import StackInfo, write_stack
 from escalations.db.migrate import migrate
 from escalations.devstack import secrets
@@ -58,12 +65,14 @@ from escalations.policies import PolicySource
 from escalations.schedules import install_housekeeping, install_schedule
 from escalations.settings import (
     ApiSettings,
+    CodecSettings,
     ConfigError,
     NotificationSettings,
     WorkerSettings,
     temporal_connect_config,
     token_entry,
 )
+from escalations.temporal import connect
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
 from worker import run_worker
@@ -95,13 +104,16 @@ DEV_READ_TOKEN = "dev-read"
 
 
 def stack_secrets(data_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """The stack's two API tokens (``api_token``: admin, ``api_read_token``: read) and the webhook
-    secret (from the environment when set): generated once and kept in ``DIR/secrets.json``."""
-    kept = secrets.keep(data_dir, "api_token", "api_read_token", "webhook_secret")
+    """The stack's two API tokens (``api_token``: admin, ``api_read_token``: read), the webhook
+    secret and the payload encryption keys (from the environment when set): generated once and
+    kept in ``DIR/secrets.json`` (the key must outlive the stack: its runs' histories need it)."""
+    kept = secrets.keep(data_dir, "api_token", "api_read_token", "webhook_secret", "encryption_keys")
+    configured = CodecSettings.from_env(environ)
     return {
         "api_token": kept["api_token"],
         "api_read_token": kept["api_read_token"],
         "webhook_secret": environ.get("ESCALATION_WEBHOOK_SECRET") or kept["webhook_secret"],
+        "encryption_keys": format_keys(configured.keys) if configured.encrypted else kept["encryption_keys"],
     }
 
 
@@ -112,6 +124,18 @@ def stack_tokens(kept: Mapping[str, str], environ: Mapping[str, str]) -> str:
                token_entry(DEV_READ_TOKEN, ["read"], kept["api_read_token"])]
     given = environ.get("ESCALATION_API_TOKENS", "").strip()
     return ",".join([*entries, given] if given else entries)
+
+
+def stack_codec(kept: Mapping[str, str], ui_url: str | None, read_token: str) -> CodecSettings:
+    """The stack's keys; its UI (which has no sign-in, so cannot send a token) may call the
+    API's codec endpoints as the stack's read-only token, from its URL and the same port on localhost."""
+    origins = []
+    if ui_url:
+        origins.append(ui_url)
+        if "://127.0.0.1:" in ui_url:
+            origins.append(ui_url.replace("://127.0.0.1:", "://localhost:"))
+    return CodecSettings.of(encryption_keys=SecretStr(kept["encryption_keys"]), ui_origins=tuple(origins),
+                            ui_token=SecretStr(read_token) if origins else None)
 
 
 # Printed when ready; the rest of stack.json (tokens, secrets, database URL with its password)
@@ -127,7 +151,10 @@ def _summary(info: StackInfo, path: Path) -> Table:
         value = getattr(info, key)
         if value is not None:
             table.add_row(key, str(value))
-    table.add_row("stack.json", f"{path} (mode 600: API token, webhook secret, database URL)")
+    if info.encryption_keys:
+        # Key material stays in stack.json; the console (and its scrollback) gets the ids.
+        table.add_row("encryption", "on, keys " + ", ".join(e.split(":", 1)[0] for e in info.encryption_keys.split(",")))
+    table.add_row("stack.json", f"{path} (mode 600: API tokens, webhook secret, keys, database URL)")
     return table
 
 
@@ -255,10 +282,13 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
 
     supervisors: list[Supervisor] = []
     failures: list[BaseException] = []
+    api_url = f"http://{options.host}:{options.api_port}"
     temporal = TemporalDevServer(
         port=options.temporal_port, ui_port=options.ui_port, ip=options.host,
         db_file=data_dir / "temporal.db", log_file=data_dir / "temporal.log",
+        ui_codec_endpoint=f"{api_url}/codec",
     )
+    codec = stack_codec(kept, temporal.ui_url, kept["api_read_token"])
 
     async def start_servers() -> tuple[str, dict[str, Any], Client]:
         """Postgres (own, adopted or external), migrations, Temporal; a connected client."""
@@ -283,8 +313,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         await server.wait_ready()
         temporal_config = {**temporal_connect_config(environ), "target_host": temporal.address,
                            "namespace": "default"}
-        return database_url, temporal_config, await Client.connect(
-            **temporal_config, data_converter=pydantic_data_converter)
+        return database_url, temporal_config, await connect(temporal_config, codec)
 
     try:
         # Ctrl-C while starting: stop starting, then stop what has started.
@@ -310,7 +339,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         api_settings = ApiSettings.from_env(
             environ, temporal=temporal_config, database_url=database_url, task_queue=task_queue,
             policy_file=str(source.default_file), ui_url=temporal.ui_url, host=options.host,
-            port=options.api_port, tokens=stack_tokens(kept, environ))
+            port=options.api_port, tokens=stack_tokens(kept, environ), codec=codec)
         api_url = f"http://{options.host}:{options.api_port}"
         info = StackInfo(
             temporal_address=temporal.address,
@@ -320,6 +349,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
             api_token=kept["api_token"],
             api_read_token=kept["api_read_token"],
             webhook_secret=kept["webhook_secret"],
+            encryption_keys=kept["encryption_keys"],
             task_queue=task_queue,
             policy_file=str(source.default_file),
             pid=os.getpid(),
@@ -343,7 +373,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
         async with asyncio.TaskGroup() as group:
             group.create_task(_watch(supervisors, stop, failures))
             group.create_task(run_worker(worker_settings, notification_settings, temporal_config, stop,
-                                         tracing=tracing, on_listening=worker_listening))
+                                         codec=codec, tracing=tracing, on_listening=worker_listening))
             group.create_task(serve(api_settings, stop, on_ready=lambda _url: api_ready.set(), tracing=tracing))
             ready = asyncio.create_task(both_ready())
             stopping = asyncio.create_task(stop.wait())

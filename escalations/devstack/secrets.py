@@ -16,6 +16,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from escalations.codec import new_key_entry
 from escalations.connect import write_private
 
 SECRETS_FILE = "secrets.json"
@@ -24,6 +25,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "api_token": lambda: secrets.token_urlsafe(24),
     "api_read_token": lambda: secrets.token_urlsafe(24),
     "webhook_secret": lambda: secrets.token_hex(32),
+    # The payload codec's key (``id:base64``): kept, since the stack's histories need it.
+    "encryption_keys": lambda: new_key_entry("dev"),
     # Hex: safe in a URL and in SQL without quoting.
     "postgres_password": lambda: secrets.token_hex(24),
 }

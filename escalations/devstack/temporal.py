@@ -48,6 +48,7 @@ class TemporalDevServer:
     db_file: Path | None = None
     log_file: Path | None = None
     ip: str = "127.0.0.1"
+    ui_codec_endpoint: str | None = None  # the UI decodes payloads there (the API's /codec)
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
@@ -69,6 +70,8 @@ class TemporalDevServer:
             args.append("--headless")
         else:
             args += ["--ui-port", str(self.ui_port), "--ui-ip", self.ip]
+            if self.ui_codec_endpoint:
+                args += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         for flag in search_attribute_flags():
             args += ["--search-attribute", flag]
         return [*args, *self.extra_args]

@@ -18,10 +18,11 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from escalations.db.migrate import migrate
 from escalations.db.pool import create_pool
+from escalations.temporal import connect
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.processes import OwnPostgres, OwnTemporal
 from tests.helpers.servers import binary, server_fault
 
@@ -78,7 +79,7 @@ async def temporal(own_temporal: OwnTemporal) -> AsyncIterator[OwnTemporal]:
 
 @pytest_asyncio.fixture
 async def worker_client(temporal: OwnTemporal) -> Client:
-    return await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+    return await connect({"target_host": temporal.address}, TEST_CODEC)
 
 
 @pytest_asyncio.fixture

@@ -32,6 +32,7 @@ from escalations.api.server import serve
 from escalations.settings import ApiSettings, ConfigError
 from escalations.db.pool import DatabaseTimeout, DatabaseUnavailable
 from escalations.devstack.postgres import free_port
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.policies import policy_path
 from tests.helpers.polling import eventually
 from tests.helpers.processes import OwnPostgres, OwnTemporal
@@ -69,6 +70,7 @@ def fault_settings(temporal_address: str, database_url: str, task_queue: str, **
         "DATABASE_URL": database_url,
         "ESCALATION_TASK_QUEUE": task_queue,
         "ESCALATION_POLICY_FILE": str(policy_path("fast")),
+        **TEST_ENV,
     }
     return ApiSettings.from_env(environ, **{**BOUNDS, **overrides})
 

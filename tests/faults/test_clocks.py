@@ -32,7 +32,6 @@ from typing import Any
 
 import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import (
     Interceptor,
     StartActivityInput,
@@ -44,8 +43,10 @@ from temporalio.worker import (
 from escalations.db.eventstore import rebuild
 from escalations.db.pool import create_pool
 from escalations.repair import released_path, replays
+from escalations.temporal import connect
 from schemas import keys
 from schemas.escalation import EscalationState
+from tests.helpers.codec import TEST_CODEC, TEST_ENV
 from tests.helpers.escalations import start_escalation
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import level_ack, write_policy
@@ -127,7 +128,7 @@ async def acted_after(pool: asyncpg.Pool, handles: list[WorkflowHandle], since: 
 async def verify(client: Client, pool: asyncpg.Pool, handles: list[WorkflowHandle], receiver: HttpRecorder,
                  *, tolerance: float = 2.0) -> Report:
     report = Report()
-    replayer = build_replayer()
+    replayer = build_replayer(client.data_converter)
     for handle in handles:
         state = await caught_up(pool, handle)
         description = await handle.describe()
@@ -195,7 +196,7 @@ async def read_model_equals_rebuild(pool: asyncpg.Pool) -> bool:
 @asynccontextmanager
 async def scene(temporal: OwnTemporal, postgres: OwnPostgres, folder: Path, **priority: str) -> AsyncIterator[Any]:
     """A receiver, a client, a pool and a fresh task queue on this module's servers."""
-    client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
+    client = await connect({"target_host": temporal.address}, TEST_CODEC)
     pool = await create_pool(postgres.dsn, min_size=0, max_size=5, acquire_timeout=5, command_timeout=10,
                              connect_timeout=5)
     async with HttpRecorder() as receiver:
@@ -289,7 +290,7 @@ def spawn_worker(s: _Scene, temporal: OwnTemporal, postgres: OwnPostgres, log: P
     env = {**os.environ, "TEMPORAL_ADDRESS": temporal.address, "DATABASE_URL": postgres.dsn,
            "ESCALATION_TASK_QUEUE": s.queue, "ESCALATION_POLICY_FILE": str(s.policy),
            "ESCALATION_WEBHOOK_SECRET": SECRET, "ESCALATION_STICKY_QUEUE_TIMEOUT_SECONDS": "1",
-           "ESCALATION_METRICS_PORT": "0"}  # not the default port: other workers may run on this host
+           "ESCALATION_METRICS_PORT": "0", **TEST_ENV}  # not the default port: other workers may run on this host
     return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -378,7 +379,7 @@ async def test_a_run_stuck_after_an_outage_is_repaired_with_nothing_lost_or_doub
             postgres.thaw()
             await caught_up(s.pool, handle)
         # A new worker has no cached run: it replays, and the replay no longer matches.
-        replayer = build_replayer()
+        replayer = build_replayer(s.client.data_converter)
 
         async def stuck() -> str:
             reason = await replays(replayer, await handle.fetch_history())
@@ -395,7 +396,7 @@ async def test_a_run_stuck_after_an_outage_is_repaired_with_nothing_lost_or_doub
         assert sent_before, "no page was sent before the repair"
         async with s.worker():
             # The documented command, as an operator runs it.
-            env = {**os.environ, "TEMPORAL_ADDRESS": temporal.address, "DATABASE_URL": postgres.dsn}
+            env = {**os.environ, "TEMPORAL_ADDRESS": temporal.address, "DATABASE_URL": postgres.dsn, **TEST_ENV}
             done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "starter", "repair", "--query",
                                                              f"WorkflowId = '{handle.id}'"],
                                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -1,12 +1,17 @@
-"""The HTTP API for tests: its tokens and its settings on the session's servers."""
+"""The HTTP API for tests: its tokens, its settings on the session's servers, and serving it."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio.client import Client
 
+from escalations.api.server import serve
 from escalations.settings import SCOPES, ApiSettings, token_entry
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.policies import policy_path
 
 TOKEN = "test-token-4f1c"
@@ -48,5 +53,23 @@ def api_settings(client: Client, database_url: str, task_queue: str, **overrides
         "ESCALATION_TASK_QUEUE": task_queue,
         "ESCALATION_POLICY_FILE": str(policy_path("fast")),
         "ESCALATION_UI_URL": "http://ui.example:8233",
+        **TEST_ENV,
     }
     return ApiSettings.from_env(environ, **{"command_timeout": 20.0, **overrides})
+
+
+@asynccontextmanager
+async def running_api(settings: ApiSettings, port: int = 0) -> AsyncIterator[str]:
+    """serve() on ``port`` (0: a free one); yields its base URL; stops it on exit."""
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings.with_overrides(port=port), stop, on_ready=ready.set_result))
+    await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises the startup error
+    assert ready.done(), "the API did not start within 30 s"
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)

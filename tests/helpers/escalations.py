@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+from escalations.temporal import data_converter
 from schemas import keys
 from schemas.escalation import EscalationRequest, EscalationState, start_options
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.polling import eventually
 
 
@@ -50,10 +51,11 @@ async def fired_timers(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """
     started: dict[int, str] = {}
     fired: list[str] = []
+    converter = data_converter(TEST_CODEC)  # summaries are payloads: encrypted like the rest
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
             summary = event.user_metadata.summary
-            started[event.event_id] = json.loads(summary.data) if summary.data else ""
+            started[event.event_id] = (await converter.decode([summary]))[0] if summary.data else ""
         elif event.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
             fired.append(started.get(event.timer_fired_event_attributes.started_event_id, ""))
     return fired

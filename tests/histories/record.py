@@ -1,7 +1,8 @@
 """Record workflow histories for the replay tests: ``python -m tests.histories.record``.
 
 Runs a few scenarios on a fresh dev server and embedded Postgres with the real worker and
-writes each run's history as JSON beside this file. Re-record only to add scenarios: the
+writes each run's history as JSON beside this file. Payloads are encrypted with the suite's
+key (``tests/helpers/codec.py``), as production's are; the replay tests decrypt with it. Re-record only to add scenarios: the
 point of the checked-in files is that today's code must still replay yesterday's runs.
 """
 
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from escalations.db.tickets import upsert_tickets
 from escalations.db.migrate import migrate
 from escalations.db.pool import create_pool
+from escalations.temporal import data_converter
 from schemas import keys
 from schemas.escalation import (
     AcknowledgeCommand,
@@ -40,6 +41,7 @@ from schemas.escalation import (
 from schemas.ticket import SweepInput, Ticket
 from escalations.devstack.postgres import EmbeddedPostgres
 from escalations.devstack.temporal import temporal_binary
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.escalations import start_escalation
 from tests.helpers.policies import level_ack, write_policy
 from tests.helpers.receivers import HttpRecorder, Reply
@@ -224,7 +226,7 @@ async def main() -> None:
         await migrate(dsn)
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(temporal_binary()), search_attributes=keys.SEARCH_ATTRIBUTES,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(TEST_CODEC),
         )
         pool = await create_pool(dsn)
         policy = write_policy(
