@@ -19,6 +19,9 @@ JSON, encrypted with ``ESCALATION_ENCRYPTION_KEYS``) and raises a typed error:
 
 ``via=`` on a start or a command names the calling principal (the API passes
 ``api:<token name>``, the CLI ``cli:<os user>``); the run records it beside ``by``/``author``.
+``update_id=`` on a command is the Temporal update id: a command sent again with the same id
+to the same run is not applied twice, the server answers with the first outcome (the API
+derives it from the caller's ``Idempotency-Key``).
 
 Every call is bounded (``Timeouts``: ``rpc`` for what Temporal answers itself,
 ``workflow`` for queries and updates a worker must answer, ``probe`` for telling a
@@ -52,6 +55,7 @@ from pydantic import BaseModel
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -447,7 +451,6 @@ def _as(command: C, via: str | None) -> C:
 
 async def _update(client: Client, ticket_id: str, name: str, command: BaseModel,
                   timeouts: Timeouts = DEFAULT_TIMEOUTS, update_id: str | None = None) -> EscalationState:
-    """``update_id``: Temporal runs an update of that id once per run (a retry gets the first outcome)."""
     handle = escalation_handle(client, ticket_id)
     for attempt in range(2):
         try:
@@ -472,13 +475,15 @@ async def _update(client: Client, ticket_id: str, name: str, command: BaseModel,
 
 
 async def acknowledge(client: Client, ticket_id: str, command: AcknowledgeCommand, *,
-                      timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
-    return await _update(client, ticket_id, "acknowledge", _as(command, via), timeouts)
+                      timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+                      update_id: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "acknowledge", _as(command, via), timeouts, update_id)
 
 
 async def escalate(client: Client, ticket_id: str, command: EscalateCommand, *,
-                   timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
-    return await _update(client, ticket_id, "escalate", _as(command, via), timeouts)
+                   timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+                   update_id: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "escalate", _as(command, via), timeouts, update_id)
 
 
 async def add_note(client: Client, ticket_id: str, command: AddNoteCommand, *,
@@ -488,13 +493,15 @@ async def add_note(client: Client, ticket_id: str, command: AddNoteCommand, *,
 
 
 async def pause(client: Client, ticket_id: str, command: PauseCommand, *,
-                timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
-    return await _update(client, ticket_id, "pause", _as(command, via), timeouts)
+                timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+                update_id: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "pause", _as(command, via), timeouts, update_id)
 
 
 async def resume(client: Client, ticket_id: str, command: ResumeCommand, *,
-                 timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None) -> EscalationState:
-    return await _update(client, ticket_id, "resume", _as(command, via), timeouts)
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+                 update_id: str | None = None) -> EscalationState:
+    return await _update(client, ticket_id, "resume", _as(command, via), timeouts, update_id)
 
 
 async def resolve(client: Client, ticket_id: str, command: ResolveCommand, *,
@@ -505,7 +512,7 @@ async def resolve(client: Client, ticket_id: str, command: ResolveCommand, *,
 
 async def complete_postmortem(
     client: Client, ticket_id: str, command: CompletePostmortemCommand, *, wait: float = 10.0,
-    timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS, via: str | None = None, update_id: str | None = None,
 ) -> EscalationState:
     """Complete the postmortem task, then wait up to ``wait`` s for the escalation to close.
 
@@ -516,7 +523,7 @@ async def complete_postmortem(
     command = _as(command, via)
     try:
         async with _Bounded("the complete update", timeouts.workflow):
-            await postmortem.execute_update("complete", command, result_type=PostmortemStatus,
+            await postmortem.execute_update("complete", command, id=update_id, result_type=PostmortemStatus,
                                             rpc_timeout=_rpc(timeouts.workflow))
     except WorkflowUpdateFailedError as err:
         raise CommandRejected(_failure_message(err)) from None
@@ -573,7 +580,10 @@ async def postmortem_completed(client: Client, ticket_id: str, *, timeouts: Time
 
 
 class EscalationSummary(BaseModel):
-    """One escalation run as Temporal visibility lists it (from its search attributes)."""
+    """One escalation run as Temporal visibility lists it (from its search attributes).
+
+    ``status`` is the escalation's status, ``failed`` or ``terminated`` for a run that ended
+    without closing (None only for a run whose first workflow task has not set it yet)."""
 
     workflow_id: str
     run_id: str
@@ -588,7 +598,14 @@ class EscalationSummary(BaseModel):
     next_deadline: datetime | None
     started_at: datetime
     closed_at: datetime | None
-    execution_status: str | None
+
+
+@dataclass(frozen=True)
+class EscalationPage:
+    """One page of a listing: ``next_page_token`` is Temporal's own (None on the last page)."""
+
+    items: list[EscalationSummary]
+    next_page_token: bytes | None
 
 
 def visibility_query(
@@ -638,28 +655,54 @@ async def list_escalations(
         return await _listed(client, query, limit, timeouts)
 
 
+async def list_escalations_page(
+    client: Client,
+    *,
+    status: Status | None = None,
+    priority: Priority | None = None,
+    level: str | None = None,
+    customer_id: str | None = None,
+    category: str | None = None,
+    kind: Kind | None = None,
+    page_size: int = 100,
+    page_token: bytes | None = None,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+) -> EscalationPage:
+    """One page of ``page_size`` (at most) escalation runs, newest first, from ``page_token``
+    (None: the first page). Pass the page's ``next_page_token`` back with the same filters for
+    the next one; None means this was the last. A page can be empty only when it is the last."""
+    query = visibility_query(status=status, priority=priority, level=level, customer_id=customer_id,
+                             category=category, kind=kind)
+    listing = client.list_workflows(query, page_size=page_size, next_page_token=page_token,
+                                    rpc_timeout=_rpc(timeouts.rpc))
+    async with _Bounded("the list", timeouts.rpc):
+        await listing.fetch_next_page()
+    return EscalationPage(items=[_summary(execution) for execution in listing.current_page or ()],
+                          next_page_token=listing.next_page_token)
+
+
 async def _listed(client: Client, query: str, limit: int, timeouts: Timeouts) -> list[EscalationSummary]:
-    items: list[EscalationSummary] = []
-    async for execution in client.list_workflows(query, limit=limit, page_size=min(limit, 1000),
-                                                 rpc_timeout=_rpc(timeouts.rpc)):
-        attrs = execution.typed_search_attributes
-        items.append(EscalationSummary(
-            workflow_id=execution.id,
-            run_id=execution.run_id,
-            ticket_id=execution.id.removeprefix("escalation-"),
-            status=ended_status(execution.status) or attrs.get(keys.STATUS),
-            priority=attrs.get(keys.PRIORITY),
-            level=attrs.get(keys.LEVEL),
-            customer_id=attrs.get(keys.CUSTOMER),
-            category=attrs.get(keys.CATEGORY),
-            kind=attrs.get(keys.KIND),
-            sla_breached=attrs.get(keys.BREACHED),
-            next_deadline=attrs.get(keys.NEXT_DEADLINE),
-            started_at=execution.start_time,
-            closed_at=execution.close_time,
-            execution_status=execution.status.name.lower() if execution.status else None,
-        ))
-    return items
+    return [_summary(execution) async for execution in client.list_workflows(
+        query, limit=limit, page_size=min(limit, 1000), rpc_timeout=_rpc(timeouts.rpc))]
+
+
+def _summary(execution: WorkflowExecution) -> EscalationSummary:
+    attrs = execution.typed_search_attributes
+    return EscalationSummary(
+        workflow_id=execution.id,
+        run_id=execution.run_id,
+        ticket_id=execution.id.removeprefix("escalation-"),
+        status=ended_status(execution.status) or attrs.get(keys.STATUS),
+        priority=attrs.get(keys.PRIORITY),
+        level=attrs.get(keys.LEVEL),
+        customer_id=attrs.get(keys.CUSTOMER),
+        category=attrs.get(keys.CATEGORY),
+        kind=attrs.get(keys.KIND),
+        sla_breached=attrs.get(keys.BREACHED),
+        next_deadline=attrs.get(keys.NEXT_DEADLINE),
+        started_at=execution.start_time,
+        closed_at=execution.close_time,
+    )
 
 
 def ended_status(execution: WorkflowExecutionStatus | None) -> str | None:
@@ -676,9 +719,9 @@ ui_link = workflow_url  # Temporal UI page of a run (escalations/links.py)
 
 __all__ = [
     "DEFAULT_TIMEOUTS", "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError",
-    "EscalationNotFound", "EscalationNotReady", "EscalationSummary", "InvalidRequest",
+    "EscalationNotFound", "EscalationNotReady", "EscalationPage", "EscalationSummary", "InvalidRequest",
     "TemporalTimeout", "TemporalUnavailable", "Timeouts", "WorkerUnavailable",
     "acknowledge", "add_note", "check_request", "complete_postmortem", "describe", "escalate",
-    "escalation_handle", "final_state", "get_state", "list_escalations", "live_state", "pause",
-    "resolve", "resume", "start_escalation", "temporal_fault", "ui_link", "visibility_query",
+    "escalation_handle", "final_state", "get_state", "list_escalations", "list_escalations_page", "live_state",
+    "pause", "resolve", "resume", "start_escalation", "temporal_fault", "ui_link", "visibility_query",
 ]

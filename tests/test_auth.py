@@ -135,7 +135,7 @@ def test_a_missing_tokens_file_is_a_clear_error(tmp_path):
 
 
 def _fill(path: str) -> str:
-    return path.replace("{ticket_id}", "SF-1042")
+    return path.replace("{ticket_id}", "SF-1042").replace("{escalation_id}", "0b6f9c1e-no-such-run")
 
 
 # The probes and Prometheus's scrape: status words and counts, no customer data.
@@ -144,6 +144,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"), ("GET", "/
 SIGNED = {("POST", "/tickets/intercom"), ("POST", "/integrations/jira/webhook")}
 EXPECTED_SCOPES = {
     ("GET", "/escalations"): "read", ("GET", "/escalations/{ticket_id}"): "read", ("GET", "/kpis"): "read",
+    ("GET", "/escalations/{ticket_id}/history"): "read", ("GET", "/escalation-runs/{escalation_id}"): "read",
     ("POST", "/escalations"): "start",
     **{("POST", f"/escalations/{{ticket_id}}/{command}"): "act"
        for command in ("acknowledge", "escalate", "notes", "pause", "resume", "resolve", "postmortem")},

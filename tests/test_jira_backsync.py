@@ -317,17 +317,40 @@ async def test_comments_and_transitions_come_back_to_the_escalation(stack: Stack
     assert (await stack.state(ticket)).counts.notes == 2
 
 
-async def test_without_the_secret_the_route_answers_503_and_changes_nothing(client, task_queue, database_url,
-                                                                           pg_pool):
-    app = create_app(api_settings(client, database_url, task_queue))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+async def test_the_secret_then_the_signature_then_the_body_are_checked(client, task_queue, database_url, pg_pool):
+    """Unset secret: 503 naming it; then a missing or wrong signature 401, another media type 415,
+    not JSON 400, not a Jira body 422; none of them records or changes anything."""
+    body, headers = signed(fixture("comment_created"))
+    unconfigured = create_app(api_settings(client, database_url, task_queue))
+    async with unconfigured.router.lifespan_context(unconfigured):
+        transport = httpx.ASGITransport(app=unconfigured, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
-            body, headers = signed(fixture("comment_created"))
             answer = await http.post("/integrations/jira/webhook", content=body, headers=headers)
     assert answer.status_code == 503, answer.text
     assert "ESCALATION_JIRA_WEBHOOK_SECRET" in answer.json()["detail"]
+
+    app = create_app(api_settings(client, database_url, task_queue, jira_webhook_secret=WEBHOOK_SECRET))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            async def post(content: bytes, **changed: str) -> httpx.Response:
+                sent = {**signed_headers(content), **changed}
+                return await http.post("/integrations/jira/webhook", content=content,
+                                       headers={k: v for k, v in sent.items() if v})
+
+            assert (await post(body, **{"X-Hub-Signature": ""})).status_code == 401
+            assert (await post(body, **{"X-Hub-Signature": headers["X-Hub-Signature"].replace("sha256", "sha1")})
+                    ).status_code == 401
+            assert (await post(body, **{"Content-Type": "text/plain"})).status_code == 415
+            assert (await post(b"not json")).status_code == 400
+            invalid = await post(json.dumps({"issue": {"key": "ESC-1"}}).encode())
+            assert invalid.status_code == 422 and "webhookEvent" in invalid.text
     assert await pg_pool.fetchval("SELECT count(*) FROM jira_webhook_receipts") == 0
+
+
+def signed_headers(body: bytes) -> dict[str, str]:
+    digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Hub-Signature": f"sha256={digest}"}
 
 
 def test_fixtures_keep_the_documented_shape():

@@ -378,8 +378,8 @@ async def test_freshdesk_refuses_a_wrong_sender_and_a_bad_body(http, pg_pool):
     problem = assert_problem(await http.post("/tickets/freshdesk", content=late, headers=FRESHDESK_HEADERS), 422)
     assert problem["errors"][0]["loc"] == ["mapped"] and "updated_at must not be before" in problem["detail"]
     not_json = assert_problem(await http.post("/tickets/freshdesk", content=b'{"ticket": {"id": "1", "subject": "a"b"}}',
-                                              headers=FRESHDESK_HEADERS), 422)
-    assert not_json["errors"][0]["loc"][0] == "body"
+                                              headers=FRESHDESK_HEADERS), 400)
+    assert not_json["errors"][0]["loc"][0] == "body" and not_json["type"].endswith(":malformed-json")
     assert await count_tickets(pg_pool) == 0
 
 
@@ -417,7 +417,7 @@ async def test_intercom_refuses_bad_signatures_and_bad_notifications(http, pg_po
         assert loc in [error["loc"] for error in problem["errors"]], (loc, problem)
     not_json = b"topic=conversation.user.created"
     assert assert_problem(await http.post("/tickets/intercom", content=not_json, headers=signed(not_json)),
-                          422)["errors"][0]["loc"] == ["body"]
+                          400)["errors"][0]["loc"] == ["body"]
 
     with caplog.at_level(logging.INFO, logger="escalations.api"):
         contact = encoded(fixture("intercom_contact_created.json"))

@@ -7,8 +7,11 @@ kept on ``app.state``; the same keys serve Temporal's remote codec endpoints (``
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
 refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Jira)
-are authenticated by their sender's signature instead (``Depends(signed)``). ``/openapi.json`` and ``/docs`` stay public on purpose
-(the schema holds no data, and client generators and the docs page need it).
+are authenticated by their sender's signature instead (``Depends(signed)``). ``/openapi.json``, ``/docs`` and
+``/redoc`` stay public on purpose (the schema holds no data, and client generators and the docs page need it);
+the docs pages load their assets from the API itself (``escalations.api.docs``). Every operation has a stable
+``operationId`` (camelCase, set on its route); ``create_app`` refuses a route without one, as generated SDKs
+name their methods after it. A JSON route refuses other media types (415, ``escalations.api.media``).
 Errors are RFC 9457 problem documents. Every request has an id (``X-Request-ID``), an
 access-log line and request metrics (``escalations.api.observe``); with tracing on, a span
 that the workflow's spans continue.
@@ -45,6 +48,7 @@ from escalations import client as ec
 from escalations import temporal
 from escalations.api import codec, escalations, feedback, health, jira, observe, tickets
 from escalations.api.deps import api_routes, route_scope, undeclared_routes
+from escalations.api.docs import install_docs
 from escalations.api.middleware import BodyLimitMiddleware
 from escalations.api.observe import RequestContextMiddleware
 from escalations.api.problems import (
@@ -59,6 +63,7 @@ from escalations.api.problems import (
     problem_response,
     validation_exception_handler,
 )
+from escalations.api.responses import DESCRIPTIONS
 from escalations.db.pool import create_pool
 from escalations.observability.sdk import SdkMetrics
 from escalations.observability.tracing import Tracing
@@ -79,7 +84,11 @@ Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, fro
 signature (`X-Hub-Signature`) instead, since Intercom cannot send a token; so is
 `POST /integrations/jira/webhook`, by the Jira webhook's signature. 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
-as `request_id`.
+as `request_id`; a body that is not JSON is a 400, one of another media type a 415.
+
+Starts and commands take an `Idempotency-Key` header: an identical retry from the same token
+replays the first answer (`Idempotent-Replayed: true`). `GET /escalations` pages with an opaque
+`next_page_token` (also in the `Link` header), passed back as `page_token`.
 """
 
 
@@ -173,20 +182,29 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.sdk_metrics = sdk_metrics
     app.include_router(escalations.router)
+    app.include_router(escalations.runs_router)
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(tickets.signed_router)
     app.include_router(jira.router)
     app.include_router(health.router)
     app.include_router(observe.router)
+    app.include_router(codec.router)
     undeclared = undeclared_routes(app)
     if undeclared:  # a route nobody decided on is never served, let alone open
         raise RuntimeError(f"routes without a scope (Depends(Requires(...))) or Depends(public): "
                            f"{', '.join(undeclared)}")
+    unnamed = unnamed_routes(app)
+    if unnamed:  # generated SDKs name their methods after operationId: FastAPI's made-up ones are not a contract
+        raise RuntimeError(f"routes without an operation_id (set operation_id=\"camelCase\" on the route): "
+                           f"{', '.join(unnamed)}")
+    install_docs(app)
 
     app.add_exception_handler(ProblemError, problem_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
@@ -202,7 +220,7 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     if tracing is not None:
         tracing.instrument_app(app)
     # Last, so outermost: a browser's CORS preflight is answered before anything else runs.
-    codec.install(app, settings)
+    codec.install_browser_access(app, settings)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -211,6 +229,12 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def unnamed_routes(app: FastAPI) -> list[str]:
+    """Operations of the schema whose route sets no ``operation_id``."""
+    return [f"{','.join(sorted(route.methods))} {path}" for path, route in api_routes(app)
+            if route.include_in_schema and not route.operation_id]
 
 
 async def escalation_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -262,7 +286,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation["x-required-scope"] = scope
                 operation["description"] = (operation.get("description", "") +
                                             f"\n\nScope: `{scope}` (or `admin`).").strip()
-            for code, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            if "requestBody" in operation:  # escalations.api.media and the malformed-JSON handler
+                for code in (400, 415):
+                    responses.setdefault(str(code), {
+                        "description": DESCRIPTIONS[code],
+                        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    })
+            for code, response in responses.items():
                 content = response.get("content", {})
                 if code[:1] in "45" and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")

@@ -59,6 +59,7 @@ def _codec(request: Request) -> EncryptionCodec:
 
 
 @router.post("/encode", response_model=CodecPayloads, summary="Encrypt payloads (remote codec)",
+             operation_id="encodePayloads",
              dependencies=[Depends(READ)], responses=problems(400, 401, 403, 413, 422))
 async def encode(body: CodecPayloads, codec: EncryptionCodec = Depends(_codec)) -> CodecPayloads:
     """Each payload encrypted with the API's newest key (unchanged without keys)."""
@@ -66,6 +67,7 @@ async def encode(body: CodecPayloads, codec: EncryptionCodec = Depends(_codec)) 
 
 
 @router.post("/decode", response_model=CodecPayloads, summary="Decrypt payloads (remote codec)",
+             operation_id="decodePayloads",
              dependencies=[Depends(READ)], responses=problems(400, 401, 403, 413, 422))
 async def decode(body: CodecPayloads, codec: EncryptionCodec = Depends(_codec)) -> CodecPayloads:
     """Each encrypted payload decrypted with the key its metadata names; a plain one unchanged.
@@ -132,8 +134,9 @@ class BrowserAccess:
         await self.cors(scope, receive, send)
 
 
-def install(app: FastAPI, settings: ApiSettings) -> None:
-    """The codec routes, their codec, and (with UI origins configured) their browser access."""
+def install_browser_access(app: FastAPI, settings: ApiSettings) -> None:
+    """The routes' codec, and (with UI origins configured) their browser access; ``router`` is
+    included with the others."""
     codec = settings.codec
     if codec.ui_token is not None:
         digest = token_digest(codec.ui_token.get_secret_value())
@@ -144,6 +147,5 @@ def install(app: FastAPI, settings: ApiSettings) -> None:
             # The UI's requests carry it without the operator presenting anything: it must not act.
             raise ConfigError("ESCALATION_CODEC_UI_TOKEN must be a token with scope read only")
     app.state.codec = EncryptionCodec(codec.keys)
-    app.include_router(router)
     if codec.ui_origins:
         app.add_middleware(BrowserAccess, codec=codec)

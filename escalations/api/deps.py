@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 
 from escalations import client as ec
+from escalations.api.media import json_body_only
 from escalations.api.problems import ProblemError
 from escalations.policies import PolicySource
 from escalations.settings import SCOPES, ApiSettings, ApiToken, Scope, token_digest
@@ -105,6 +106,7 @@ class Requires:
             )
         principal = Principal(token=token.name, scopes=token.scopes)
         request.state.principal = principal
+        await json_body_only(request)  # 415 once the caller is known (401/403 come first)
         return principal
 
     def __repr__(self) -> str:

@@ -54,7 +54,7 @@ class Alive(BaseModel):
     status: Literal["ok"]
 
 
-@router.get("/livez", response_model=Alive, summary="The process is alive (checks nothing else)")
+@router.get("/livez", response_model=Alive, summary="The process is alive (checks nothing else)", operation_id="livez")
 async def livez() -> JSONResponse:
     """200 ``{"status": "ok"}`` whenever the API answers at all."""
     return JSONResponse({"status": "ok"})
@@ -66,8 +66,9 @@ _READY = {
 }
 
 
-@router.get("/healthz", summary="Alias of /readyz", **_READY)  # type: ignore[arg-type]
-@router.get("/readyz", summary="Temporal and Postgres are reachable", **_READY)  # type: ignore[arg-type]
+@router.get("/healthz", summary="Alias of /readyz", operation_id="healthz", **_READY)  # type: ignore[arg-type]
+@router.get("/readyz", summary="Temporal and Postgres are reachable", operation_id="readyz",
+            **_READY)  # type: ignore[arg-type]
 async def readyz(request: Request) -> JSONResponse:
     """200 ``{"status": "ok", "temporal": "ok", "postgres": "ok"}``, or 503 naming what failed."""
     temporal, postgres = await check_dependencies(request.app)

@@ -1,23 +1,33 @@
-"""``Idempotency-Key`` for POST /escalations, kept in Postgres (table ``api_idempotency``).
+"""``Idempotency-Key`` for POST /escalations and every command, kept in Postgres (table
+``api_idempotency``).
 
 A key belongs to the calling principal (``api:<token name>``): two callers sending the same
-key are two keys. A key is claimed before the start and completed with the 201 response; an
-identical retry (same key, same canonical body) replays that response, the same
-key with a different body is refused. A failed attempt releases its claim so a
-retry runs again. Keys expire after ``ttl`` (housekeeping purges them); a claim left behind
-by a crashed process is taken over after ``ABANDONED_AFTER``. The statements are in
-``escalations/db/idempotency.py``; this module decides what the API answers.
+key are two keys. A key is claimed before the start (or command) and completed with its
+response; an identical retry (same key, same canonical request) replays that response, the
+same key with a different request is refused. For commands the request is the command's
+name, the ticket and the body, so a key sent again to another command or ticket is refused
+too. A failed attempt releases its claim so a retry runs again. Keys expire after ``ttl``
+(housekeeping purges them); a claim left behind by a crashed process is taken over after
+``ABANDONED_AFTER``. The statements are in ``escalations/db/idempotency.py``; this module
+decides what the API answers.
+
+A command's Temporal update id is derived from the principal, the key and the request
+(``update_id``): a retry whose first attempt reached the run but whose answer was lost
+(a 504, a released claim) is deduplicated by Temporal as well, which answers with the
+first outcome instead of applying the command twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from escalations.api.problems import ProblemError
@@ -28,9 +38,25 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 """Printable ASCII without spaces, 1–200 characters (a UUID is the usual choice)."""
 
 
+START_SCOPE = "POST /escalations"
+COMMAND_SCOPE = "POST /escalations/{ticket_id}/{command}"
+
+
 def request_digest(model: BaseModel) -> str:
     canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def command_digest(command: str, ticket_id: str, body: BaseModel) -> str:
+    """The canonical request of a command: which command, on which ticket, with which body."""
+    canonical = json.dumps({"command": command, "ticket_id": ticket_id, "body": body.model_dump(mode="json")},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def update_id(principal: str, key: str, digest: str) -> str:
+    """The Temporal update id of a command sent with ``key``: the same for every retry of it."""
+    return "idem-" + hashlib.sha256(f"{principal}\n{key}\n{digest}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -69,3 +95,28 @@ async def complete(pool: asyncpg.Pool, principal: str, scope: str, key: str, sta
 
 async def release(pool: asyncpg.Pool, principal: str, scope: str, key: str) -> None:
     await stored_keys.release(pool, principal, scope, key)
+
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+async def run_command(pool: asyncpg.Pool, principal: str, key: str | None, digest: str, ttl: timedelta,
+                      command: Callable[[str | None], Awaitable[BaseModel]]) -> BaseModel | JSONResponse:
+    """Run ``command(update_id)`` once per key: its 200 answer is stored and replayed to an
+    identical retry (``Idempotent-Replayed: true``). Without a key it simply runs (update id None)."""
+    if key is None:
+        return await command(None)
+    replay = await claim(pool, principal, COMMAND_SCOPE, key, digest, _now(), ttl)
+    if replay is not None:
+        return JSONResponse(replay.body, status_code=replay.status_code, headers={REPLAYED_HEADER: "true"})
+    try:
+        result = await command(update_id(principal, key, digest))
+    except BaseException:  # the request deadline's cancellation too: a retry may run (same update id) at once
+        await release(pool, principal, COMMAND_SCOPE, key)
+        raise
+    await complete(pool, principal, COMMAND_SCOPE, key, 200, result.model_dump(mode="json"), _now())
+    return result
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -4,8 +4,8 @@ come back to the escalation (Jira back-sync).
 A Jira admin webhook cannot send a bearer token; it signs each delivery with the secret it was
 registered with (``X-Hub-Signature: sha256=<hex HMAC-SHA256 of the raw body>``), checked in
 constant time against ``ESCALATION_JIRA_WEBHOOK_SECRET`` before anything is read: the route is
-``Depends(signed)``. Unset secret: 503 naming the variable; a missing or wrong signature: 401;
-either way nothing changes.
+``Depends(signed)``. Unset secret: 503 naming the variable; a missing or wrong signature: 401; then a body that
+is not JSON: 415 (another media type) or 400; either way nothing changes.
 
 The issue key leads to the escalation through ``jira_issues`` (filled by the Jira channel).
 What the pinned policy's ``jira`` section says decides (``schemas.jira.decide``): a comment
@@ -38,7 +38,8 @@ from temporalio.client import Client
 
 from escalations import client as escalations
 from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, signed
-from escalations.api.problems import Problem, ProblemError, field_errors
+from escalations.api.media import json_body_only
+from escalations.api.problems import Problem, ProblemError, field_errors, malformed_json
 from escalations.api.responses import DESCRIPTIONS
 from escalations.db import jira as jira_db
 from escalations.policies import PolicySource
@@ -69,8 +70,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": JiraWebhookOutcome,
           "description": "Acted on (a note, a resolve), or ignored: an unused event or status, an unknown issue, "
                          "our own comment, a replay, an ended escalation"},
+    400: {"model": Problem, "description": "The body is not valid JSON"},
     401: {"model": Problem, "description": f"Missing or wrong {SIGNATURE_HEADER}"},
-    422: {"model": Problem, "description": "Not JSON, or not a Jira webhook body (no webhookEvent)"},
+    415: {"model": Problem, "description": "A body that is not application/json"},
+    422: {"model": Problem, "description": "Not a Jira webhook body (no webhookEvent, no issue key)"},
     503: {"model": Problem, "description": f"{SECRET_VARIABLE} is not set; or " + DESCRIPTIONS[503]},
     504: {"model": Problem, "description": DESCRIPTIONS[504]},
 }
@@ -103,6 +106,7 @@ async def verified_jira_body(request: Request) -> bytes:
     if not hmac.compare_digest(f"{method.lower()}={digest.lower()}".encode(), f"sha256={expected}".encode()):
         raise _unauthorized(f"the {SIGNATURE_HEADER} signature does not match the body (sha256=<hex HMAC-SHA256 "
                             "of the raw body with the webhook's secret>)")
+    await json_body_only(request)
     return body
 
 
@@ -110,8 +114,7 @@ def _parse(body: bytes) -> JiraWebhook:
     try:
         document = json.loads(body)
     except ValueError:
-        raise ProblemError(422, "the request is invalid: not valid JSON", slug="validation",
-                           errors=[{"loc": ["body"], "msg": "not valid JSON", "type": "json_invalid"}]) from None
+        raise malformed_json() from None
     try:
         return JiraWebhook.model_validate(document)
     except ValidationError as exc:
@@ -159,6 +162,7 @@ async def _policy_jira(pool: asyncpg.Pool, policies: PolicySource, state: Escala
 @router.post(
     "/webhook", response_model=JiraWebhookOutcome, responses=RESPONSES,
     summary="Jira webhook: comments and transitions on an escalation's issue (signed; no bearer token)",
+    operation_id="jiraWebhook",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "description": "Jira's webhook body: {webhookEvent, timestamp, issue, "
                    "comment?, changelog?, user?}; comment_created and jira:issue_updated are used"},

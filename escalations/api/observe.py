@@ -100,7 +100,7 @@ class RequestContextMiddleware:
         return self._templates.get(id(route)) or str(getattr(route, "path", UNMATCHED))
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse, operation_id="metrics",
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}})
 async def prometheus_metrics(request: Request) -> PlainTextResponse:
     """Request metrics, the read-model gauges and the Temporal SDK's client metrics (no token)."""

@@ -3,6 +3,8 @@
 Every error the API answers has ``type``, ``title``, ``status``, ``detail`` and the
 request's ``request_id`` (its ``X-Request-ID``); 422s add ``errors: [{loc, msg, type}]``;
 some add members of their own (a 409 on start names the open escalation's ``workflow_id``).
+A body that is not valid JSON is a 400 (``malformed-json``, with where it broke in ``errors``),
+one of another media type a 415 (``escalations.api.media``).
 
 Infrastructure faults are mapped here, and only here (``classify_fault``), so that
 an outage of Temporal, of PostgreSQL or of the worker is never a 500:
@@ -196,9 +198,18 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
     )
 
 
+def malformed_json(errors: Iterable[Mapping[str, Any]] | None = None) -> ProblemError:
+    """400: the body is not JSON at all (field errors are for JSON that does not fit)."""
+    listed = list(errors) if errors is not None else [
+        {"loc": ["body"], "msg": "not valid JSON", "type": "json_invalid"}]
+    return ProblemError(400, "the request body is not valid JSON", slug="malformed-json", errors=listed)
+
+
 async def validation_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = field_errors(exc.errors())
+    if any(error["type"] == "json_invalid" for error in errors):
+        return await problem_error_handler(request, malformed_json(errors))
     summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
     return problem_response(
         422, f"the request is invalid: {summary}" if summary else "the request is invalid",

@@ -30,11 +30,13 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import SecretStr, ValidationError
 
 from escalations.api.deps import TICKETS, get_pool, get_settings, signed
+from escalations.api.media import json_body_only
 from escalations.api.problems import (
     Problem,
     ProblemError,
     ValidationProblem,
     field_errors,
+    malformed_json,
 )
 from escalations.api.responses import DESCRIPTIONS
 from escalations.db.tickets import upsert_ticket, upsert_ticket_unless_same
@@ -151,7 +153,7 @@ def _secret(value: SecretStr | None) -> bytes | None:
 
 
 @router.post("", status_code=201, response_model=TicketUpsertResult, responses=RESPONSES,
-             summary="Upsert a ticket for the criteria sweep")
+             summary="Upsert a ticket for the criteria sweep", operation_id="upsertTicket")
 async def post_ticket(
     ticket: Annotated[Ticket, Body(openapi_examples={"ticket": {"summary": "A ticket", "value": TICKET_EXAMPLE}})],
     response: Response,
@@ -162,7 +164,7 @@ async def post_ticket(
 
 
 @router.post("/zendesk", status_code=201, response_model=TicketUpsertResult, responses=RESPONSES,
-             summary="Upsert a ticket from Zendesk's ticket JSON (webhook)")
+             summary="Upsert a ticket from Zendesk's ticket JSON (webhook)", operation_id="zendeskTicketWebhook")
 async def post_zendesk_ticket(
     webhook: Annotated[ZendeskWebhook, Body(openapi_examples={
         "zendesk": {"summary": "A Zendesk ticket", "value": ZENDESK_EXAMPLE}})],
@@ -194,7 +196,7 @@ async def require_freshdesk_secret(request: Request) -> None:
 
 
 @router.post("/freshdesk", status_code=201, response_model=TicketUpsertResult, responses=FRESHDESK_RESPONSES,
-             dependencies=[Depends(require_freshdesk_secret)],
+             dependencies=[Depends(require_freshdesk_secret)], operation_id="freshdeskTicketWebhook",
              summary="Upsert a ticket from a Freshdesk automation rule's webhook")
 async def post_freshdesk_ticket(
     webhook: Annotated[FreshdeskWebhook, Body(openapi_examples={
@@ -231,12 +233,14 @@ async def verified_intercom_body(request: Request) -> bytes:
     if not hmac.compare_digest(presented.strip().lower().encode(), expected.encode()):
         raise ProblemError(401, f"the {INTERCOM_SIGNATURE_HEADER} signature does not match the body",
                            slug="bad-signature")
+    await json_body_only(request)
     return body
 
 
 @signed_router.post(
     "/intercom", status_code=201, response_model=TicketUpsertResult | IntakeIgnored, responses=INTERCOM_RESPONSES,
     summary="Upsert a ticket from an Intercom webhook notification (signed; no bearer token)",
+    operation_id="intercomTicketWebhook",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "description": "Intercom's notification_event: {type, id, topic, app_id, "
                    "created_at, data: {item}}, item a conversation or ticket"},
@@ -252,8 +256,7 @@ async def post_intercom_notification(
     try:
         document = json.loads(body)
     except ValueError:
-        raise _invalid("the request is invalid", [{"loc": ["body"], "msg": "not valid JSON",
-                                                   "type": "json_invalid"}]) from None
+        raise malformed_json() from None
     try:
         notification = IntercomNotification.model_validate(document)
     except ValidationError as exc:

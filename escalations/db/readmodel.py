@@ -3,7 +3,9 @@
 Once a run has completed there is nothing left to query, so the API's
 ``GET /escalations/{ticket_id}`` and the CLI's ``status`` answer from here: the
 same ``EscalationState`` the workflow's ``state`` query returns, folded from
-the domain events by ``escalations/db/projection.py``.
+the domain events by ``escalations/db/projection.py``. Earlier escalations of a
+ticket are read only here (``GET /escalations/{ticket_id}/history``,
+``GET /escalation-runs/{escalation_id}``).
 
 What the read model does not keep is left at the model's default:
 ``deadlines.at_risk_at`` / ``deadlines.auto_resume_at`` (derived from live
@@ -20,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from schemas.escalation import EscalationState
+from schemas.runs import EscalationRun
 
 _LATEST = """
 SELECT e.*,
@@ -118,3 +121,44 @@ async def open_escalation_counts(pool: asyncpg.Pool, timeout: float | None = Non
     """Unresolved escalations (open, acknowledged, paused) by priority and level, with how many
     of them breached their resolution SLA: the API's ``escalations_open`` / ``escalations_breached``."""
     return await pool.fetch(_OPEN_COUNTS, timeout=timeout)
+
+
+_WITH_COUNTS = """
+SELECT e.*,
+       (SELECT count(*) FROM notifications n
+         WHERE n.escalation_id = e.escalation_id AND n.status = 'sent')   AS notifications_sent,
+       (SELECT count(*) FROM notifications n
+         WHERE n.escalation_id = e.escalation_id AND n.status = 'failed') AS notifications_failed
+  FROM escalations e
+ WHERE e.escalation_id = $1
+"""
+
+_HISTORY = """
+SELECT escalation_id, ticket_id, workflow_id, status, priority, kind, category, level, owner, highest_level,
+       opened_at, acknowledged_at, resolved_at, closed_at, sla_breached, breached_at, repeat_of, contract,
+       trigger, policy_name, policy_version, updated_at
+  FROM escalations
+ WHERE ticket_id = $1
+ ORDER BY opened_at DESC, escalation_id DESC
+"""
+
+
+async def escalation_by_id(conn: asyncpg.Connection, escalation_id: str) -> EscalationState | None:
+    """One escalation (any of a ticket's, not only its latest) from the read model, or None."""
+    row = await conn.fetchrow(_WITH_COUNTS, escalation_id)
+    if row is None:
+        return None
+    return state_from_row(row, notifications_sent=row["notifications_sent"],
+                          notifications_failed=row["notifications_failed"])
+
+
+async def escalation_history(conn: asyncpg.Connection, ticket_id: str) -> list[EscalationRun]:
+    """Every escalation of the ticket the read model holds, newest first (empty: none)."""
+    rows = await conn.fetch(_HISTORY, ticket_id)
+    runs = []
+    for row in rows:
+        fields = dict(row)
+        fields["trigger"] = _json(fields["trigger"])
+        fields["policy"] = {"name": fields.pop("policy_name"), "version": fields.pop("policy_version")}
+        runs.append(EscalationRun.model_validate(fields))
+    return runs

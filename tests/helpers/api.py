@@ -1,4 +1,5 @@
-"""The HTTP API for tests: its tokens, its settings on the session's servers, and serving it."""
+"""The HTTP API for tests: its tokens, its settings on the session's servers, and the API
+served in-process (httpx on the app) or by uvicorn on a free port."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from temporalio.client import Client
 
 from escalations.api.server import serve
@@ -56,6 +59,16 @@ def api_settings(client: Client, database_url: str, task_queue: str, **overrides
         **TEST_ENV,
     }
     return ApiSettings.from_env(environ, **{"command_timeout": 20.0, **overrides})
+
+
+@asynccontextmanager
+async def in_process(app: FastAPI, token: str = TOKEN) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on ``app`` (its lifespan entered) sending ``token``."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test", timeout=60,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
+            yield http
 
 
 @asynccontextmanager
