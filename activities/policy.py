@@ -22,6 +22,9 @@ def policy_digest(policy: Policy) -> str:
     # key existed; otherwise every version already in PostgreSQL would read as changed.
     if not document.get("contracts"):
         document.pop("contracts", None)
+    # Likewise a policy without a jira section (added after contracts).
+    if document.get("jira") is None:
+        document.pop("jira", None)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

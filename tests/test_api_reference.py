@@ -42,6 +42,7 @@ OPERATION_IDS = {
     ("POST", "/tickets/zendesk"): "zendeskTicketWebhook",
     ("POST", "/tickets/freshdesk"): "freshdeskTicketWebhook",
     ("POST", "/tickets/intercom"): "intercomTicketWebhook",
+    ("POST", "/integrations/jira/webhook"): "jiraWebhook",
     ("GET", "/livez"): "livez",
     ("GET", "/readyz"): "readyz",
     ("GET", "/healthz"): "healthz",

@@ -6,7 +6,7 @@ kept on ``app.state``; the same keys serve Temporal's remote codec endpoints (``
 ``escalations.api.codec``, scope ``read``). Every route declares the scope its bearer
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
-refuses a route that declares neither. Webhooks that cannot send a token (Intercom)
+refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Jira)
 are authenticated by their sender's signature instead (``Depends(signed)``). ``/openapi.json``, ``/docs`` and
 ``/redoc`` stay public on purpose (the schema holds no data, and client generators and the docs page need it);
 the docs pages load their assets from the API itself (``escalations.api.docs``). Every operation has a stable
@@ -46,7 +46,7 @@ from temporalio.service import RetryConfig
 
 from escalations import client as ec
 from escalations import temporal
-from escalations.api import codec, escalations, feedback, health, observe, tickets
+from escalations.api import codec, escalations, feedback, health, jira, observe, tickets
 from escalations.api.deps import api_routes, route_scope, undeclared_routes
 from escalations.api.docs import install_docs
 from escalations.api.middleware import BodyLimitMiddleware
@@ -81,7 +81,8 @@ Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, fro
 `ESCALATION_API_TOKENS`) on every route but the probes (`/livez`, `/readyz`, `/healthz`) and
 `/metrics`: each route names the scope it needs (`read`, `start`, `act`, `tickets`, `csat`;
 `admin` holds them all). `POST /tickets/intercom` is authenticated by Intercom's webhook
-signature (`X-Hub-Signature`) instead, since Intercom cannot send a token. 401 without a valid token, 403 naming the missing scope. Errors are
+signature (`X-Hub-Signature`) instead, since Intercom cannot send a token; so is
+`POST /integrations/jira/webhook`, by the Jira webhook's signature. 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
 as `request_id`; a body that is not JSON is a 400, one of another media type a 415.
 
@@ -191,6 +192,7 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(tickets.signed_router)
+    app.include_router(jira.router)
     app.include_router(health.router)
     app.include_router(observe.router)
     app.include_router(codec.router)

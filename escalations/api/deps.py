@@ -168,7 +168,7 @@ def route_scope(route: APIRoute) -> Scope | None:
 
 async def signed() -> None:
     """Marks a webhook that cannot send a token and proves its sender by a signature the route
-    checks itself (Intercom's ``X-Hub-Signature``): never served unsigned."""
+    checks itself (Intercom's and Jira's ``X-Hub-Signature``): never served unsigned."""
 
 
 def is_public(route: APIRoute) -> bool:
