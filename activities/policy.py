@@ -20,11 +20,12 @@ def policy_digest(policy: Policy) -> str:
     document = policy.model_dump(mode="json")
     # A policy without contracts keeps the digest its version was pinned with before the
     # key existed; otherwise every version already in PostgreSQL would read as changed.
-    # The same for keys added later that it leaves unset: action_links, slack_user_id.
+    # The same for keys added later that it leaves unset: jira, action_links, slack_user_id.
     if not document.get("contracts"):
         document.pop("contracts", None)
-    if document.get("action_links") is None:
-        document.pop("action_links", None)
+    for key in ("jira", "action_links"):
+        if document.get(key) is None:
+            document.pop(key, None)
     for responder in [*document.get("levels", []), *document.get("departments", {}).values()]:
         for contact in responder.get("contacts", []):
             if contact.get("slack_user_id") is None:

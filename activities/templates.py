@@ -461,6 +461,19 @@ def _due(v: Values) -> Kept:
     )
 
 
+def _paging_note(v: Values) -> list[Block]:
+    """Who was paged instead, when the level's people were not available (``paging_note``)."""
+    return [f"Paging: {v.get('paging_note')}."] if v.has("paging_note") else []
+
+
+def _who(v: Values) -> str:
+    """``automatically`` or ``by Dana (via api:ops-bot)``: who moved the escalation."""
+    if v.raw("auto") is True:
+        return "automatically"
+    via = f" (via {v.get('via')})" if v.has("via") else ""
+    return f"by {v.get('by')}{via}"
+
+
 def _escalation_opened(v: Values) -> Spec:
     blocks: list[Block] = [
         f"A {v.kind_word} {v.priority} escalation for {v.customer} is now with {_owned(v)}: "
@@ -470,40 +483,48 @@ def _escalation_opened(v: Values) -> Spec:
     ]
     if v.has("reason"):
         blocks.append(Kept(f"Why it was escalated: {v.get('reason')}"))
+    blocks.extend(_paging_note(v))
     return f"{_tag(v)} New escalation for {v.customer}: {v.title} ({v.ticket})", blocks
 
 
 def _escalated(v: Values) -> Spec:
     to_level = _text(v.raw("to_level_name") or v.raw("to_level"))
-    return (
-        f"{_tag(v)} Escalated to {to_level}: {v.title} ({v.ticket})",
-        [
-            f"{v.ticket} for {v.customer} was escalated from {v.get('from_level')} to {to_level} "
-            f"by {v.get('by')}.",
-            Kept(f"Reason: {v.get('reason')}"),
-            _due(v),
-        ],
-    )
+    if v.has("from_level"):
+        from_level = _text(v.raw("from_level_name") or v.raw("from_level"))
+        moved = f"{v.ticket} for {v.customer} was escalated from {from_level} to {to_level} {_who(v)}."
+    else:  # held since it opened: no move to tell
+        moved = f"{v.ticket} for {v.customer} is now with {to_level}."
+    blocks: list[Block] = [moved, Kept(f"Reason: {v.get('reason')}")]
+    if v.has("held_note"):
+        blocks.append(f"The page was {v.get('held_note')}.")
+    blocks.extend(_paging_note(v))
+    blocks.append(_due(v))
+    return f"{_tag(v)} Escalated to {to_level}: {v.title} ({v.ticket})", blocks
 
 
 def _ack_reminder(v: Values) -> Spec:
+    was_due = v.time(v.raw("was_due")) if v.has("was_due") else v.deadline("ack_due")
     return (
         f"{_tag(v)} Not acknowledged yet: {v.title} ({v.ticket})",
         [
             f"Reminder {v.n}: {v.ticket} for {v.customer} is waiting at {v.level_name} and has not "
             "been acknowledged.",
-            Kept(f"It was due by {v.deadline('ack_due')}. This is the last level of the escalation "
+            Kept(f"It was due by {was_due}. This is the last level of the escalation "
                  "chain: please acknowledge it now."),
+            Kept(f"Next reminder: {v.deadline('ack_due')}."),
         ],
     )
 
 
 def _consulted(v: Values) -> Spec:
+    if v.has("by"):
+        brought = f"{v.get('by')} brought you into the escalation {v.ticket} for {v.customer}"
+    else:  # the policy consults this level from the start
+        brought = f"You were brought into the escalation {v.ticket} for {v.customer} automatically"
     return (
         f"{_tag(v)} Your input is needed: {v.title} ({v.ticket})",
         [
-            f"{v.get('by')} brought you into the escalation {v.ticket} for {v.customer}, "
-            f"which is with {_owned(v)}.",
+            f"{brought}, which is with {_owned(v)}.",
             Kept(f"Reason: {v.get('reason')}"),
             Kept(f"Resolution is due by {v.deadline('resolve_due')}."),
         ],
@@ -511,10 +532,11 @@ def _consulted(v: Values) -> Spec:
 
 
 def _sla_at_risk(v: Values) -> Spec:
+    left = f" ({v.get('reason')})" if v.has("reason") else ""
     return (
         f"{_tag(v)} SLA at risk: {v.title} ({v.ticket})",
         [
-            Kept(f"{v.ticket} for {v.customer} has used most of its resolution time; it is due by "
+            Kept(f"{v.ticket} for {v.customer} has used most of its resolution time{left}; it is due by "
                  f"{v.deadline('resolve_due')}."),
             f"It is with {_owned(v)}.",
         ],
@@ -522,11 +544,12 @@ def _sla_at_risk(v: Values) -> Spec:
 
 
 def _sla_breached(v: Values) -> Spec:
+    why = f" ({v.get('reason')})" if v.has("reason") else ""
     return (
         f"{_tag(v)} SLA breached: {v.title} ({v.ticket})",
         [
             Kept(f"{v.ticket} for {v.customer} missed its resolution deadline of "
-                 f"{v.deadline('resolve_due')}."),
+                 f"{v.deadline('resolve_due')}{why}."),
             f"It is still with {_owned(v)}. Please step in.",
         ],
     )

@@ -620,6 +620,14 @@ class ApiSettings(Settings):
         "ESCALATION_ACTION_KEY", description=ACTION_KEY_DESCRIPTION))
     slack_signing_secret: SecretStr | None = Field(None, **env(
         "ESCALATION_SLACK_SIGNING_SECRET", description=SLACK_SIGNING_DESCRIPTION))
+    jira_webhook_secret: SecretStr | None = Field(None, **env(
+        "ESCALATION_JIRA_WEBHOOK_SECRET",
+        description="POST /integrations/jira/webhook: the secret of the Jira admin webhook, which signs each "
+                    "delivery (`X-Hub-Signature: sha256=…`; unset: the route answers 503)"))
+    jira_account_id: str | None = Field(None, max_length=128, **env(
+        "ESCALATION_JIRA_ACCOUNT_ID",
+        description="Jira back-sync: the accountId of the user the Jira channel posts as, whose comments never "
+                    "become notes (unset: learnt from the comments the channel posts)"))
 
     @field_validator("freshdesk_timezone")
     @classmethod

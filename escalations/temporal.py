@@ -19,14 +19,36 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.api.failure.v1 import Failure
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverter,
-    DefaultFailureConverterWithEncodedAttributes,
+    PayloadConverter,
 )
+from temporalio.exceptions import ApplicationError
 
 from escalations.codec import EncryptionCodec
 from escalations.settings import CodecSettings
+
+
+# Failures of these types keep their message in plaintext: a failed query reaches the client as
+# the RPC's bare message (the server passes no failure along to decode), and "still opening" is
+# how a client tells a run that is loading its policy from a broken one. They carry no data.
+PLAINTEXT_FAILURE_TYPES = frozenset({"NotReady"})
+
+
+class EncryptedFailureConverter(DefaultFailureConverter):
+    """Messages and stack traces moved into the encoded (encrypted) attributes, except for the
+    data-free failures of ``PLAINTEXT_FAILURE_TYPES``."""
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=True)
+
+    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
+        if isinstance(exception, ApplicationError) and exception.type in PLAINTEXT_FAILURE_TYPES:
+            DefaultFailureConverter.default.to_failure(exception, payload_converter, failure)
+            return
+        super().to_failure(exception, payload_converter, failure)
 
 
 def data_converter(codec: CodecSettings) -> DataConverter:
@@ -37,7 +59,7 @@ def data_converter(codec: CodecSettings) -> DataConverter:
     return dataclasses.replace(
         pydantic_data_converter,
         payload_codec=EncryptionCodec(codec.keys),
-        failure_converter_class=(DefaultFailureConverterWithEncodedAttributes if codec.encrypted
+        failure_converter_class=(EncryptedFailureConverter if codec.encrypted
                                  else DefaultFailureConverter),
     )
 

@@ -342,6 +342,52 @@ class ActionLinks(Strict):
 DEFAULT_ACTION_LINKS = ActionLinks()
 
 
+# -- the Jira integration -----------------------------------------------------------
+JiraStatusAction = Literal["note", "resolve"]
+JIRA_ROOT_CAUSE = "Found and fixed by engineering; the postmortem records the details."
+JIRA_MITIGATION = "Fixed by engineering."
+
+
+class JiraSync(Strict):
+    """The linked Jira issue: its priority field, and what its comments and transitions do.
+
+    ``priorities`` maps P1–P4 to the names of Jira priorities (sent as ``fields.priority.name``
+    when the issue is created); ``statuses`` maps a Jira status (compared ignoring case) to
+    what moving the issue into it does to the escalation: ``note`` records a note announcing
+    it, ``resolve`` resolves the escalation with ``resolve_root_cause`` and
+    ``resolve_mitigation`` (Jira has no such fields; the issue's resolution is added to the
+    mitigation). Comments become notes, visible to the customer only with
+    ``comments_customer_visible: true``. See docs/notifications.md#jira-back-sync.
+    """
+
+    priorities: dict[Priority, Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=dict)
+    statuses: dict[Annotated[str, Field(min_length=1, max_length=255)], JiraStatusAction] = Field(
+        default_factory=dict)
+    comments_customer_visible: bool = False
+    resolve_root_cause: Annotated[str, Field(min_length=1, max_length=2000)] = JIRA_ROOT_CAUSE
+    resolve_mitigation: Annotated[str, Field(min_length=1, max_length=2000)] = JIRA_MITIGATION
+
+    @field_validator("statuses")
+    @classmethod
+    def _distinct_statuses(cls, value: dict[str, str]) -> dict[str, str]:
+        folded: dict[str, str] = {}
+        for name in value:
+            key = name.strip().casefold()
+            if not key:
+                raise ValueError("a status name must not be blank")
+            if key in folded:
+                raise ValueError(f"{name!r} and {folded[key]!r} name the same Jira status (compared ignoring case)")
+            folded[key] = name
+        return value
+
+    def status_action(self, status: str | None) -> JiraStatusAction | None:
+        """What moving the issue into ``status`` does (None: nothing)."""
+        if not status:
+            return None
+        wanted = status.strip().casefold()
+        return next((action for name, action in self.statuses.items() if name.strip().casefold() == wanted), None)
+
+
 class Policy(Strict):
     name: Slug
     version: int = Field(ge=1)
@@ -361,6 +407,7 @@ class Policy(Strict):
     criteria: Criteria | None = None
     contracts: list[Contract] = Field(default_factory=list)
     action_links: ActionLinks | None = None
+    jira: JiraSync | None = None
 
     @model_validator(mode="after")
     def _references(self) -> "Policy":

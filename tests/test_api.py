@@ -28,7 +28,7 @@ PROBLEM = "application/problem+json"
 PROBES = {"/healthz", "/livez", "/readyz", "/metrics"}
 PUBLIC = {*PROBES, "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 # Authenticated by the sender's signature, not a token (tests/test_ticket_intake.py).
-SIGNED = {"/tickets/intercom", "/integrations/slack/interactions",
+SIGNED = {"/tickets/intercom", "/integrations/jira/webhook", "/integrations/slack/interactions",
           "/actions/{action}/{token}"}  # Slack's signature; a link's signed token (tests/test_action_links.py)
 
 

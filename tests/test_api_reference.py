@@ -42,6 +42,7 @@ OPERATION_IDS = {
     ("POST", "/tickets/zendesk"): "zendeskTicketWebhook",
     ("POST", "/tickets/freshdesk"): "freshdeskTicketWebhook",
     ("POST", "/tickets/intercom"): "intercomTicketWebhook",
+    ("POST", "/integrations/jira/webhook"): "jiraWebhook",
     ("GET", "/actions/{action}/{token}"): "showActionLink",
     ("POST", "/actions/{action}/{token}"): "takeActionLink",
     ("POST", "/integrations/slack/interactions"): "slackInteractions",

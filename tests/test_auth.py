@@ -141,7 +141,8 @@ def _fill(path: str) -> str:
 # The probes and Prometheus's scrape: status words and counts, no customer data.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"), ("GET", "/metrics")}
 # Webhooks that cannot send a token: their sender's signature instead (tests/test_ticket_intake.py).
-SIGNED = {("POST", "/tickets/intercom"), ("POST", "/integrations/slack/interactions"),
+SIGNED = {("POST", "/tickets/intercom"), ("POST", "/integrations/jira/webhook"),
+          ("POST", "/integrations/slack/interactions"),
           ("GET", "/actions/{action}/{token}"), ("POST", "/actions/{action}/{token}")}
 EXPECTED_SCOPES = {
     ("GET", "/escalations"): "read", ("GET", "/escalations/{ticket_id}"): "read", ("GET", "/kpis"): "read",

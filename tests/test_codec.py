@@ -261,3 +261,20 @@ def test_a_ui_token_must_be_a_read_only_api_token():
     with pytest.raises(ConfigError, match="ESCALATION_CODEC_UI_TOKEN must be a token with scope read only"):
         codec_app(ui_origins=(UI,), ui_token=SecretStr("ops-token"))
 
+
+
+def test_failure_messages_are_encrypted_but_the_data_free_not_ready():
+    from temporalio.api.failure.v1 import Failure
+    from temporalio.converter import PayloadConverter
+    from temporalio.exceptions import ApplicationError
+
+    from escalations.temporal import EncryptedFailureConverter
+
+    converter, payloads = EncryptedFailureConverter(), PayloadConverter.default
+    secret, opening = Failure(), Failure()
+    converter.to_failure(ApplicationError("cannot page Acme Corp", type="InvalidCommand"), payloads, secret)
+    converter.to_failure(ApplicationError("escalation is still opening", type="NotReady"), payloads, opening)
+    # Moved into the encoded attributes, which the payload codec then encrypts.
+    assert secret.message == "Encoded failure" and secret.HasField("encoded_attributes")
+    # A failed query reaches the client as this bare message: the client tells "opening" by it.
+    assert opening.message == "escalation is still opening" and not opening.HasField("encoded_attributes")

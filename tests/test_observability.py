@@ -152,3 +152,14 @@ def test_tracing_stays_off_without_an_endpoint_or_without_the_extra(monkeypatch,
         off = Tracing.from_settings(TelemetrySettings.of(otel_endpoint="http://collector:4317"), "escalations-test")
     assert off is None
     assert "pip install 'escalations[otel]'" in caplog.text
+
+
+def test_the_default_handler_follows_stderr_when_it_is_swapped_and_closed(monkeypatch):
+    handler = log_handler(TelemetrySettings.of())
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    handler.emit(logging.makeLogRecord({"msg": "one", "levelno": logging.INFO, "levelname": "INFO"}))
+    first.close()  # as an in-process command's runner does once it has finished
+    monkeypatch.setattr("sys.stderr", second)
+    handler.emit(logging.makeLogRecord({"msg": "two", "levelno": logging.INFO, "levelname": "INFO"}))
+    assert second.getvalue().rstrip().endswith("two")

@@ -82,12 +82,15 @@ def _intents(state: RunState, seq: int, notify: Notify, context: dict[str, Any],
         extra.setdefault("to_level", notify.responder)
         extra.setdefault("to_level_name", policy.responder_name(notify.responder))
     pages = notify.responder is not None and notify.template in PAGE_TEMPLATES
+    # The Jira issue's priority field, as the policy maps the escalation's priority (on its create).
+    jira_priority = policy.jira.priorities.get(view.priority) if policy.jira is not None else None
+    jira_extra = {**extra, "jira_priority": jira_priority} if jira_priority is not None else extra
     return [
         NotificationIntent(
             key=notification_key(view.escalation_id, seq, name, channel),
             escalation_id=view.escalation_id, ticket_id=view.ticket_id, seq=seq,
             audience=notify.audience, recipient=name, channel=channel, target=target,
-            template=notify.template, context=extra,
+            template=notify.template, context=jira_extra if channel == "jira" else extra,
             actions=_grant(policy, view, name, at) if pages else None,
         )
         for name, channel, target in recipients

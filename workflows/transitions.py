@@ -172,9 +172,30 @@ def _require_unresolved(state: RunState, action: str) -> None:
         raise InvalidCommand(f"cannot {action}: escalation {view.ticket_id} is {view.status}")
 
 
+def _name(policy: Policy, responder_id: str | None) -> str | None:
+    """A level's name for a page; its id when the pinned policy no longer has it."""
+    if responder_id is None:
+        return None
+    try:
+        return policy.responder_name(responder_id)
+    except KeyError:
+        return responder_id
+
+
+def _move_page(policy: Policy, entry: PathEntry) -> dict[str, Any]:
+    """What a page to the level a move reached says about the move: from where, who, why."""
+    return {"from_level": entry.from_level, "from_level_name": _name(policy, entry.from_level),
+            "to_level": entry.to_level, "to_level_name": _name(policy, entry.to_level),
+            "auto": entry.auto, "by": entry.by, "via": entry.via, "reason": entry.reason}
+
+
 def _enter_level(state: RunState, level: str, at: datetime, changes: list[Change], *,
-                 opening: bool = False) -> None:
-    """Make ``level`` the owner: page its people and start its ack clock (or hold it)."""
+                 opening: bool = False, page: dict[str, Any] | None = None) -> None:
+    """Make ``level`` the owner: page its people and start its ack clock (or hold it).
+
+    ``page`` is what the page says about how the escalation got here (``_move_page``); the
+    paging note (a backup paged, nobody available) goes beside it as ``paging_note``.
+    """
     view, policy, clocks = state.view, state.policy, state.clocks
     responder = policy.responder(level)
     view.level = level
@@ -207,7 +228,8 @@ def _enter_level(state: RunState, level: str, at: datetime, changes: list[Change
     clocks.held_until = starts if starts != at else None
     if clocks.held_until is None:
         template = "escalation_opened" if opening else "escalated"
-        changes[-1].notify.insert(0, Notify("owner", template, responder=level, extra={"reason": paging.why}))
+        extra = {**(page or {}), "paging_note": paging.why}
+        changes[-1].notify.insert(0, Notify("owner", template, responder=level, extra=extra))
         if paging.why:
             view.path.append(PathEntry(from_level=level, to_level=level, reason=paging.why, auto=True, at=at))
 
@@ -228,7 +250,7 @@ def _move(state: RunState, to_level: str, at: datetime, changes: list[Change], *
          "rank": policy.rank(to_level), "path_entry": entry.model_dump(mode="json")},
     )
     changes.append(change)
-    _enter_level(state, to_level, at, changes)
+    _enter_level(state, to_level, at, changes, page=_move_page(policy, entry))
     change.notify.append(
         Notify("customer", "customer_escalated", customer=True, extra={"team_name": state.view.level_name})
     )
@@ -295,7 +317,7 @@ def open_escalation(request: EscalationRequest, policy: Policy, *, escalation_id
         state.view.consulted.append(Consulted(level=consulted, notified_at=at))
         opened.notify.append(
             Notify("consulted", "consulted", responder=consulted,
-                   extra={"reason": f"hierarchical escalation: {consulted} consulted from the start"})
+                   extra={"auto": True, "reason": f"hierarchical escalation: {consulted} consulted from the start"})
         )
     opened.payload = {"fingerprint": fingerprint, "rank": policy.rank(entry),
                       "repeat_window_seconds": policy.repeat_window.total_seconds()}
@@ -338,8 +360,7 @@ def deadlines(state: RunState, at: datetime, due: set[str]) -> Decision:
         clocks.held_until = None
         changes.append(
             Change("hold_released", {"level": view.level},
-                   [Notify("owner", "escalated", responder=view.level,
-                           extra={"reason": f"{view.level} service hours started"})])
+                   [Notify("owner", "escalated", responder=view.level, extra=_held_page(state))])
         )
     if "cadence" in due:
         clocks.customer_updates += 1
@@ -364,6 +385,17 @@ def deadlines(state: RunState, at: datetime, due: set[str]) -> Decision:
     return Decision(state, changes)
 
 
+def _held_page(state: RunState) -> dict[str, Any]:
+    """The page a held level gets when its service hours start: the move that reached it, if any."""
+    view = state.view
+    held = f"held until {view.level_name}'s service hours started"
+    move = next((entry for entry in reversed(view.path)
+                 if entry.to_level == view.level and entry.from_level != view.level), None)
+    if move is None:  # held since the escalation opened
+        return {"reason": f"{view.level} service hours started", "held_note": held}
+    return {**_move_page(state.policy, move), "held_note": held}
+
+
 def _ack_timeout(state: RunState, at: datetime, changes: list[Change]) -> None:
     view, policy, clocks = state.view, state.policy, state.clocks
     ack = clocks.ack
@@ -377,7 +409,7 @@ def _ack_timeout(state: RunState, at: datetime, changes: list[Change]) -> None:
         changes.append(
             Change("ack_reminder", {"level": view.level, "number": clocks.ack_reminders},
                    [Notify("owner", "ack_reminder", responder=view.level,
-                           extra={"n": clocks.ack_reminders,
+                           extra={"n": clocks.ack_reminders, "was_due": at.isoformat(),
                                   "reason": f"not acknowledged within {waited} at the last level"})])
         )
         return

@@ -1,11 +1,14 @@
 """Jira Cloud (REST v3): one issue per escalation, then a comment per later message.
 
 The first Jira notification of an escalation creates the issue (summary
-``[P1] <title>``, labels priority + ``escalation``, and an Atlassian Document
+``[P1] <title>``, labels priority + ``escalation``, the Jira priority the policy maps the
+escalation's priority to (``jira.priorities``), and an Atlassian Document
 Format description with the handoff context: customer, impact, ticket history,
 error logs, integration id, steps to reproduce) and records its key in
 ``jira_issues``; every later one comments on that issue. The contact's target
-is the project key (default ``ESCALATION_JIRA_PROJECT``).
+is the project key (default ``ESCALATION_JIRA_PROJECT``). Each comment posted is recorded in
+``jira_own_comments`` with the account Jira says wrote it, so the back-sync
+(``escalations/api/jira.py``) never turns it into a note.
 
 Creation is guarded against doubles: the key is looked up first, and the
 create runs under a Postgres advisory lock per escalation (held on a pooled
@@ -198,13 +201,18 @@ def comment_body(delivery: Delivery) -> dict[str, Any]:
 def issue_fields(delivery: Delivery, project: str, issue_type: str) -> dict[str, Any]:
     context = delivery.intent.context
     description = delivery.payload["description"] if delivery.payload else issue_description(delivery)
-    return {
+    fields: dict[str, Any] = {
         "project": {"key": project},
         "summary": jira_summary(context),
         "issuetype": {"name": issue_type},
         "labels": jira_labels(context),
         "description": description,
     }
+    # The Jira priority the policy maps the escalation's priority to (``jira.priorities``).
+    priority = context.get("jira_priority")
+    if isinstance(priority, str) and priority:
+        fields["priority"] = {"name": priority}
+    return fields
 
 
 def _documents(delivery: Delivery) -> dict[str, Any]:
@@ -304,7 +312,25 @@ class JiraSender:
             raise PermanentDeliveryError(
                 f"Jira created no comment on {issue_key} (no id in the answer)"
             )
+        await self._remember_own_comment(str(comment_id), issue_key, answer.get("author"), intent.key)
         return SendResult(f"{issue_key}/comment/{comment_id}", jira_key=issue_key)
+
+    async def _remember_own_comment(self, comment_id: str, issue_key: str, author: Any, key: str) -> None:
+        """Record the comment (and the account Jira says wrote it) so the back-sync never makes it a note.
+
+        The comment is in Jira already: failing the delivery now would post it again on the
+        retry, so a failure to record it is logged, not raised. The back-sync then still knows
+        the account from comments recorded earlier, or from ESCALATION_JIRA_ACCOUNT_ID.
+        """
+        account = author.get("accountId") if isinstance(author, dict) else None
+        try:
+            async with self._pool.acquire() as conn:
+                await jira_issues.record_own_comment(conn, comment_id, issue_key,
+                                                     account if isinstance(account, str) else None, key)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
+            log.warning("Jira comment %s on %s was posted but not recorded as ours (%s: %s); "
+                        "if it comes back through the webhook it may become a note",
+                        comment_id, issue_key, type(err).__name__, err)
 
     async def _create_once(self, delivery: Delivery) -> str | None:
         """Create and record the issue; None if it already existed once the lock was held."""

@@ -6,7 +6,7 @@ kept on ``app.state``; the same keys serve Temporal's remote codec endpoints (``
 ``escalations.api.codec``, scope ``read``). Every route declares the scope its bearer
 token needs (``escalations.api.deps``), or that it is public (the probes ``/livez``,
 ``/readyz``, ``/healthz`` and ``/metrics``: status words and counts only); ``create_app``
-refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Slack)
+refuses a route that declares neither. Webhooks that cannot send a token (Intercom, Jira, Slack)
 are authenticated by their sender's signature instead, and action links by their signed token
 (``Depends(signed)``). ``/openapi.json``, ``/docs`` and
 ``/redoc`` stay public on purpose (the schema holds no data, and client generators and the docs page need it);
@@ -48,7 +48,7 @@ from temporalio.service import RetryConfig
 
 from escalations import client as ec
 from escalations import temporal
-from escalations.api import actions, codec, escalations, feedback, health, observe, slack, tickets
+from escalations.api import actions, codec, escalations, feedback, health, jira, observe, slack, tickets
 from escalations.api.deps import api_routes, route_scope, undeclared_routes
 from escalations.api.docs import install_docs
 from escalations.api.middleware import BodyLimitMiddleware
@@ -84,7 +84,8 @@ Authenticate with `Authorization: Bearer <token>` (named tokens with scopes, fro
 `/metrics`: each route names the scope it needs (`read`, `start`, `act`, `tickets`, `csat`;
 `admin` holds them all). `POST /tickets/intercom` is authenticated by Intercom's webhook
 signature (`X-Hub-Signature`) instead, since Intercom cannot send a token; so is
-`POST /integrations/slack/interactions` by Slack's (`X-Slack-Signature`), and the action links
+`POST /integrations/jira/webhook`, by the Jira webhook's signature, and
+`POST /integrations/slack/interactions` by Slack's (`X-Slack-Signature`); the action links
 of pages (`/actions/{action}/{token}`) by their own signed token. 401 without a valid token, 403 naming the missing scope. Errors are
 RFC 9457 problem documents (`application/problem+json`) carrying the request's `X-Request-ID`
 as `request_id`; a body that is not JSON is a 400, one of another media type a 415.
@@ -215,6 +216,7 @@ def create_app(settings: ApiSettings, *, sdk_metrics: SdkMetrics | None = None,
     app.include_router(feedback.router)
     app.include_router(tickets.router)
     app.include_router(tickets.signed_router)
+    app.include_router(jira.router)
     app.include_router(actions.router)
     app.include_router(slack.router)
     app.include_router(health.router)

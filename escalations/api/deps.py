@@ -168,8 +168,8 @@ def route_scope(route: APIRoute) -> Scope | None:
 
 async def signed() -> None:
     """Marks a route that cannot take a token and proves its caller by a signature the route
-    checks itself (Intercom's ``X-Hub-Signature``, Slack's ``X-Slack-Signature``, an action
-    link's signed token): never served unsigned."""
+    checks itself (Intercom's and Jira's ``X-Hub-Signature``, Slack's ``X-Slack-Signature``, an
+    action link's signed token): never served unsigned."""
 
 
 def is_public(route: APIRoute) -> bool:

@@ -1,4 +1,5 @@
-"""The Jira issue of each escalation (table ``jira_issues``) and the lock that guards its creation.
+"""The Jira issue of each escalation (table ``jira_issues``) and the lock that guards its creation;
+what the back-sync reads and records (``jira_own_comments``, ``jira_webhook_receipts``).
 
 Invariants (the sending side is ``activities/channels/jira.py``):
 
@@ -7,6 +8,10 @@ Invariants (the sending side is ``activities/channels/jira.py``):
 * an issue is created only while ``creation_lock`` holds the escalation's advisory lock:
   a session lock on one pooled connection, outside any transaction, released when the
   block ends (or with the connection, if the worker dies), so two attempts never both create.
+
+The back-sync (``escalations/api/jira.py``): a comment the channel posted is recorded in
+``jira_own_comments`` and never comes back; a webhook delivery, comment or change is acted on
+once: ``claim_receipts`` records all its ids or none (one of them seen before: a replay).
 """
 
 from __future__ import annotations
@@ -21,6 +26,19 @@ _UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 _FIND = "SELECT issue_key FROM jira_issues WHERE escalation_id = $1"
 _STORE = """INSERT INTO jira_issues (escalation_id, ticket_id, issue_key) VALUES ($1, $2, $3)
             ON CONFLICT (escalation_id) DO NOTHING RETURNING issue_key"""
+
+
+_ESCALATION_OF = "SELECT escalation_id, ticket_id FROM jira_issues WHERE issue_key = $1"
+_STORE_OWN_COMMENT = """INSERT INTO jira_own_comments (comment_id, issue_key, author_account_id, notification_key)
+                        VALUES ($1, $2, $3, $4) ON CONFLICT (comment_id) DO NOTHING"""
+_IS_OWN_COMMENT = """SELECT EXISTS (SELECT 1 FROM jira_own_comments WHERE comment_id = $1)
+                         OR ($2::text IS NOT NULL
+                             AND EXISTS (SELECT 1 FROM jira_own_comments WHERE author_account_id = $2))"""
+_CLAIM = """INSERT INTO jira_webhook_receipts (receipt, issue_key, escalation_id)
+            SELECT unnest($1::text[]), $2, $3 ON CONFLICT (receipt) DO NOTHING RETURNING receipt"""
+_RELEASE = "DELETE FROM jira_webhook_receipts WHERE receipt = ANY($1::text[])"
+_PINNED_JIRA = """SELECT document IS NOT NULL AS stored, document -> 'jira' AS jira
+                    FROM policy_versions WHERE name = $1 AND version = $2"""
 
 
 def _lock_name(escalation_id: str) -> str:
@@ -53,3 +71,55 @@ async def creation_lock(pool: asyncpg.Pool, escalation_id: str) -> AsyncIterator
             yield conn
         finally:
             await conn.execute(_UNLOCK, name)
+
+
+# -- the back-sync ------------------------------------------------------------------------
+
+
+async def escalation_of_issue(conn: asyncpg.Connection, issue_key: str) -> tuple[str, str] | None:
+    """``(escalation_id, ticket_id)`` of the escalation whose issue ``issue_key`` is, or None."""
+    row = await conn.fetchrow(_ESCALATION_OF, issue_key)
+    return (row["escalation_id"], row["ticket_id"]) if row is not None else None
+
+
+async def record_own_comment(conn: asyncpg.Connection, comment_id: str, issue_key: str,
+                             author_account_id: str | None, notification_key: str) -> None:
+    """The channel posted comment ``comment_id`` (as ``author_account_id``): never a note."""
+    await conn.execute(_STORE_OWN_COMMENT, comment_id, issue_key, author_account_id, notification_key)
+
+
+async def is_own_comment(conn: asyncpg.Connection, comment_id: str, author_account_id: str | None) -> bool:
+    """Whether the channel posted this comment, or its author is the account the channel posts as."""
+    return bool(await conn.fetchval(_IS_OWN_COMMENT, comment_id, author_account_id))
+
+
+async def claim_receipts(conn: asyncpg.Connection, receipts: list[str], issue_key: str, escalation_id: str
+                         ) -> list[str]:
+    """Record every id in ``receipts`` as acted on, or none: returns those recorded before
+    (empty: claimed, act now; otherwise a replay, and nothing new is recorded)."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        claimed = {row["receipt"] for row in await conn.fetch(_CLAIM, receipts, issue_key, escalation_id)}
+    except BaseException:
+        await transaction.rollback()
+        raise
+    seen = [receipt for receipt in receipts if receipt not in claimed]
+    if seen:
+        await transaction.rollback()
+    else:
+        await transaction.commit()
+    return seen
+
+
+async def release_receipts(conn: asyncpg.Connection, receipts: list[str]) -> None:
+    """Forget ``receipts`` (acting on them failed): Jira's retry acts again."""
+    await conn.execute(_RELEASE, receipts)
+
+
+async def pinned_jira_section(conn: asyncpg.Connection, name: str, version: int) -> tuple[bool, dict | None]:
+    """``(stored, jira)``: whether PostgreSQL holds the pinned policy's document, and its ``jira`` section."""
+    row = await conn.fetchrow(_PINNED_JIRA, name, version)
+    if row is None or not row["stored"]:
+        return False, None
+    return True, row["jira"]

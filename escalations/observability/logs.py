@@ -80,9 +80,27 @@ def json_formatter() -> logging.Formatter:
 _STANDARD_ATTRS = tuple(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) + ("message", "asctime")
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when it was made: a
+    command run in-process (a test's CliRunner, an embedding program) swaps stderr and closes
+    its own afterwards, and a handler holding that closed stream fails every later record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 def log_handler(settings: TelemetrySettings, stream: IO[str] | None = None) -> logging.Handler:
-    """A handler writing ``settings``' format to ``stream`` (stderr), the ids filled in."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """A handler writing ``settings``' format to ``stream`` (default: the current stderr), the
+    ids filled in."""
+    handler: logging.StreamHandler = logging.StreamHandler(stream) if stream is not None else StderrHandler()  # type: ignore[type-arg]
     handler.addFilter(ContextFilter())
     handler.setFormatter(json_formatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
     return handler

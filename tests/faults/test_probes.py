@@ -20,6 +20,7 @@ import pytest_asyncio
 from escalations.api.server import serve
 from escalations.settings import NotificationSettings, WorkerSettings
 from tests.faults.test_api import BOUNDS, LEAKS, fault_settings
+from tests.helpers.codec import TEST_CODEC
 from tests.helpers.policies import policy_path
 from tests.helpers.polling import eventually
 from tests.helpers.processes import OwnPostgres, OwnTemporal
@@ -41,7 +42,7 @@ async def served(temporal: OwnTemporal, postgres: OwnPostgres) -> AsyncIterator[
     worker = asyncio.create_task(run_worker(
         WorkerSettings.of(database_url=postgres.dsn, task_queue=queue, policy_file=str(policy_path("fast")),
                           metrics_port=0, health_timeout=HEALTH_TIMEOUT, shutdown_grace=0),
-        NotificationSettings.of(), {"target_host": temporal.address}, stop,
+        NotificationSettings.of(), {"target_host": temporal.address}, stop, codec=TEST_CODEC,
         on_listening=lambda url: urls.__setitem__("worker", url)))
     try:
         async def listening() -> None:

@@ -93,6 +93,8 @@ class HttpRecorder:
     """Records every request; answers from per-path scripts, a fake Jira, or 200 ``ok``.
 
     ``jira_auth=(email, token)`` makes the fake Jira demand that basic auth (401 otherwise).
+    The fake Jira answers a new comment with its ``author`` (``jira_account``: the integration
+    user), as Jira Cloud does.
     """
 
     def __init__(self, *, jira_auth: tuple[str, str] | None = None):
@@ -101,6 +103,7 @@ class HttpRecorder:
         self._scripts: dict[str, deque[Reply]] = {}
         self._jira_auth = jira_auth
         self.jira_delay = 0.0
+        self.jira_account = {"accountId": "712020:5e1d7c3a-bot0-4f1c-9d2e-escalations", "displayName": "Escalations"}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -211,7 +214,8 @@ class HttpRecorder:
             comment_id = str(20000 + sum(len(i["comments"]) for i in self.jira_issues.values()) + 1)
             issue["comments"].append(request.json()["body"])
             return web.json_response(
-                {"id": comment_id, "self": f"{self.url}/rest/api/3/issue/{issue['id']}/comment/{comment_id}"},
+                {"id": comment_id, "self": f"{self.url}/rest/api/3/issue/{issue['id']}/comment/{comment_id}",
+                 "author": self.jira_account},
                 status=201,
             )
         return web.json_response({"errorMessages": ["Not found"]}, status=404)
