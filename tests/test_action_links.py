@@ -9,15 +9,20 @@ left, an expired, changed or misused one answers 4xx with why and changes nothin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from activities.policy import policy_digest
 from escalations.links import ActionSigner, ActionToken, InvalidLink, parse_action_keys
 from schemas.escalation import EscalationState
+from schemas.policy import PolicyError, load_policy_file, parse_policy
 from tests.helpers.escalations import current_state, start_escalation
+from tests.helpers.policies import policy_path, released_document
 from tests.helpers.polling import eventually
 from tests.helpers.receivers import HttpRecorder
 from tests.helpers.requests import blog_request
@@ -315,3 +320,32 @@ async def test_two_presses_at_once_act_once(client, task_queue, start_worker, pg
             assert state.level == "engineering"
             assert [(p.from_level, p.to_level) for p in state.path if p.from_level != p.to_level] == [
                 ("tier2", "engineering")]
+
+
+def test_a_policy_that_sets_no_links_or_slack_ids_keeps_its_digest():
+    """Versions in PostgreSQL were pinned before ``action_links`` and ``slack_user_id`` existed:
+    the same file must not read as changed; setting either is a change (a new version)."""
+    policy = load_policy_file(policy_path("fast"))
+    released = released_document(policy)
+    digest = hashlib.sha256(json.dumps(released, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert policy_digest(policy) == digest
+    document = policy.model_dump(mode="json")
+    document["action_links"] = {"expire_after": "1h"}
+    assert policy_digest(parse_policy(document)) != digest
+    document = policy.model_dump(mode="json")
+    document["levels"][1]["contacts"][0]["slack_user_id"] = "U0DANA1"
+    assert policy_digest(parse_policy(document)) != digest
+
+
+def test_one_slack_member_is_one_contact():
+    document = load_policy_file(policy_path("fast")).model_dump(mode="json", exclude_none=True)
+    document["levels"][0]["contacts"][0]["slack_user_id"] = "U0SAME1"
+    document["levels"][1]["contacts"][0]["slack_user_id"] = "U0SAME1"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document)
+    assert ("levels[1].contacts[0].slack_user_id: U0SAME1 is already the Slack id of contact 'Support on-call'"
+            in caught.value.problems)
+    document["levels"][1]["contacts"][0]["slack_user_id"] = "dana"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document)
+    assert any(p.startswith("levels[1].contacts[0].slack_user_id:") for p in caught.value.problems)

@@ -40,3 +40,17 @@ def level_ack(policy: str, **ack_within: str) -> list[dict[str, Any]]:
         if level["id"] in ack_within:
             level["ack_within"] = ack_within[level["id"]]
     return levels
+
+
+LATER_KEYS = ("contracts", "jira", "action_links")
+"""Policy keys added after versions were first pinned (each left out of the digest when unset)."""
+
+
+def released_document(policy: Any) -> dict[str, Any]:
+    """``policy`` dumped as a version pinned before the later keys existed: without them, and
+    without a contact's ``slack_user_id``."""
+    document = {key: value for key, value in policy.model_dump(mode="json").items() if key not in LATER_KEYS}
+    for responder in [*document["levels"], *document["departments"].values()]:
+        for contact in responder["contacts"]:
+            del contact["slack_user_id"]
+    return document
