@@ -18,6 +18,9 @@ only ``\n`` and tabs; subjects and headlines are one line. Each channel escapes 
 for its own format. A ``Link`` is only ever made for an ``https:`` or ``mailto:``
 URL (``safe_url``). Lines a reader must not lose when a channel shortens a message
 to its size limit (deadlines, reasons) are ``Kept``; ``fit`` shortens the others first.
+
+A page to a person also carries its signed action links (``Action``: acknowledge, escalate,
+add a note), made by the delivery activity and passed to ``render``; customers never get any.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ API's own maximum lengths (16,000-character logs, 8,000-character notes). For ea
 * e-mail: the HTML has no script and links only to ``https:``/``mailto:``; the message
   builds with a one-line subject.
 
+Every template is also offered a page's action links (acknowledge, escalate, add a note): only
+internal messages carry them, each format only as its own links (Slack buttons with the token as
+their value when they act in Slack).
+
 A red test here means a channel sends something its vendor rejects, or renders what a user
 wrote as markup: fix the channel's formatting (``activities/channels/``), not the test.
 """

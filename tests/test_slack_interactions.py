@@ -13,6 +13,7 @@ from typing import Any
 from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.receivers import HttpRecorder
 from tests.helpers.requests import blog_request
+from tests.helpers.vendors import slack_problems
 from tests.helpers.responders import (
     ALEX,
     DANA,
@@ -63,6 +64,7 @@ async def test_a_signed_press_acts_as_the_member_and_replaces_the_message(
             [reply] = await replies(hooks, "/response/1")
             assert reply["replace_original"] is True
             assert reply["text"].startswith("Acknowledged by Dana at ") and reply["text"].endswith(" UTC")
+            assert slack_problems(reply) == []  # the replacement is valid Block Kit
             state = await current_state(handle)
             assert (state.status, state.acknowledged_by, state.acknowledged_via) == (
                 "acknowledged", "Dana", f"slack:{DANA}")
