@@ -103,13 +103,20 @@ class ReconcileResult(BaseModel):
     checked: int = 0
     recorded: list[str] = Field(default_factory=list, description="workflow ids newly recorded as ended")
     idempotency_keys_purged: int = Field(default=0, description="API Idempotency-Keys past their TTL, deleted")
+    replay_records_purged: int = Field(
+        default=0, description="records of used action links past their expiry and of old Jira deliveries, deleted")
 
 
 class PurgeRequest(BaseModel):
-    """Delete API Idempotency-Keys older than the worker's TTL (``ESCALATION_API_IDEMPOTENCY_TTL``)."""
+    """Delete what only guards against replays once it can no longer be replayed: API
+    Idempotency-Keys older than the worker's TTL (``ESCALATION_API_IDEMPOTENCY_TTL``), uses of
+    action links that have expired, and Jira webhook receipts past ``jira_receipts_kept``."""
 
     batch: int = Field(default=1000, ge=1, le=100_000)
+    jira_receipts_kept: timedelta = timedelta(days=30)
 
 
 class PurgeResult(BaseModel):
-    purged: int = 0
+    purged: int = Field(default=0, description="Idempotency-Keys")
+    action_link_uses: int = 0
+    jira_receipts: int = 0

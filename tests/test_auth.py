@@ -358,6 +358,14 @@ async def test_idempotency_keys_belong_to_the_principal(http, client, pg_pool):
 
 async def test_housekeeping_purges_expired_idempotency_keys(client, task_queue, start_worker, pg_pool):
     now = datetime.now(UTC)
+    # Replay guards of the action links and the Jira webhook go once nothing can replay them.
+    for token, expires in (("expired", now - timedelta(minutes=1)), ("live", now + timedelta(hours=1))):
+        await pg_pool.execute(
+            "INSERT INTO action_link_uses (token_id, escalation_id, ticket_id, action, actor, via, status, expires_at) "
+            "VALUES ($1, 'e', 't', 'acknowledge', 'Dana', 'link:webhook', 'done', $2)", token, expires)
+    for receipt, age in (("comment:1", timedelta(days=31)), ("comment:2", timedelta(days=1))):
+        await pg_pool.execute("INSERT INTO jira_webhook_receipts (receipt, issue_key, escalation_id, received_at) "
+                              "VALUES ($1, 'OPS-1', 'e', $2)", receipt, now - age)
     for principal, key, age in (("api:a", "old-1", timedelta(hours=25)), ("api:b", "old-2", timedelta(days=30)),
                                 ("", "from-before-principals", timedelta(days=2)),
                                 ("api:a", "fresh", timedelta(hours=23))):
@@ -368,7 +376,9 @@ async def test_housekeeping_purges_expired_idempotency_keys(client, task_queue, 
         result = await client.execute_workflow(
             keys.HOUSEKEEPING_WORKFLOW, ReconcileRequest(), id=f"housekeeping-{uuid.uuid4()}",
             task_queue=task_queue, result_type=ReconcileResult)
-    assert result.idempotency_keys_purged == 3
+    assert result.idempotency_keys_purged == 3 and result.replay_records_purged == 2
+    assert [row["token_id"] for row in await pg_pool.fetch("SELECT token_id FROM action_link_uses")] == ["live"]
+    assert [row["receipt"] for row in await pg_pool.fetch("SELECT receipt FROM jira_webhook_receipts")] == ["comment:2"]
     assert [row["key"] for row in await pg_pool.fetch("SELECT key FROM api_idempotency")] == ["fresh"]
     # In batches: a backlog larger than one batch goes too.
     for number in range(5):

@@ -47,10 +47,12 @@ class HousekeepingWorkflow:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=5),
                 summary="purge API Idempotency-Keys past their TTL",
             )
-            result = result.model_copy(update={"idempotency_keys_purged": purged.purged})
+            result = result.model_copy(update={"idempotency_keys_purged": purged.purged,
+                                               "replay_records_purged": purged.action_link_uses + purged.jira_receipts})
         workflow.set_current_details(
             f"**Checked** {result.checked} ended runs · **recorded** {len(result.recorded)}"
             + (f": {', '.join(result.recorded[:20])}" if result.recorded else "")
             + f"\n\n**Idempotency-Keys purged** {result.idempotency_keys_purged}"
+            + f" · **action-link and Jira replay records purged** {result.replay_records_purged}"
         )
         return result

@@ -33,6 +33,10 @@ UPDATE action_link_uses SET status = 'done', done_at = $2, outcome = $3
  WHERE token_id = $1 AND status = 'pending'
 """
 _RELEASE = "DELETE FROM action_link_uses WHERE token_id = $1 AND status = 'pending'"
+# A link past its expiry is refused by its signature check whatever this table says.
+_PURGE = """DELETE FROM action_link_uses
+             WHERE token_id IN (SELECT token_id FROM action_link_uses WHERE expires_at < $1
+                                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"""
 _POLICY = "SELECT document FROM policy_versions WHERE name = $1 AND version = $2"
 
 
@@ -91,3 +95,9 @@ async def pinned_policy_document(pool: asyncpg.Pool, name: str, version: int) ->
     async with pool.acquire() as conn:
         document = await conn.fetchval(_POLICY, name, version)
     return document if isinstance(document, dict) else None
+
+
+async def purge_expired(pool: asyncpg.Pool, now: datetime, *, batch: int = 1000) -> int:
+    """Delete up to ``batch`` uses of links that expired before ``now``; how many went."""
+    status = await pool.execute(_PURGE, now, batch)
+    return int(status.split()[-1])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import asyncpg
 
@@ -37,6 +38,9 @@ _IS_OWN_COMMENT = """SELECT EXISTS (SELECT 1 FROM jira_own_comments WHERE commen
 _CLAIM = """INSERT INTO jira_webhook_receipts (receipt, issue_key, escalation_id)
             SELECT unnest($1::text[]), $2, $3 ON CONFLICT (receipt) DO NOTHING RETURNING receipt"""
 _RELEASE = "DELETE FROM jira_webhook_receipts WHERE receipt = ANY($1::text[])"
+_PURGE_RECEIPTS = """DELETE FROM jira_webhook_receipts
+                      WHERE receipt IN (SELECT receipt FROM jira_webhook_receipts WHERE received_at < $1
+                                         ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)"""
 _PINNED_JIRA = """SELECT document IS NOT NULL AS stored, document -> 'jira' AS jira
                     FROM policy_versions WHERE name = $1 AND version = $2"""
 
@@ -123,3 +127,9 @@ async def pinned_jira_section(conn: asyncpg.Connection, name: str, version: int)
     if row is None or not row["stored"]:
         return False, None
     return True, row["jira"]
+
+
+async def purge_receipts(pool: asyncpg.Pool, before: datetime, *, batch: int = 1000) -> int:
+    """Delete up to ``batch`` receipts recorded before ``before``; how many went."""
+    status = await pool.execute(_PURGE_RECEIPTS, before, batch)
+    return int(status.split()[-1])
