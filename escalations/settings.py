@@ -46,7 +46,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
-from temporalio.envconfig import ClientConfig
 
 from schemas.durations import parse_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
@@ -144,6 +143,9 @@ def describe(cls: type[BaseSettings], err: ValidationError) -> str:
 
 def temporal_connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``Client.connect`` keyword arguments from the standard ``TEMPORAL_*`` variables and profiles."""
+    # Imported here: it loads the whole Temporal client, which `escalations --help` never needs.
+    from temporalio.envconfig import ClientConfig
+
     config = dict(ClientConfig.load_client_connect_config(
         override_env_vars=dict(environ) if environ is not None else None))
     config.setdefault("target_host", "localhost:7233")
@@ -613,7 +615,33 @@ class ApiSettings(Settings):
             raise ConfigError("DATABASE_URL is not set (the dev stack sets it for you: `escalations dev`)")
 
 
-ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings, TelemetrySettings)
+# -- the command line -------------------------------------------------------------------
+
+
+class CliSettings(Settings):
+    """Where the ``escalations`` commands look for the dev stack (``escalations/connect.py``)."""
+
+    read_by: ClassVar[str] = "cli"
+
+    data_dir: Path | None = Field(None, **env(
+        "ESCALATION_DATA_DIR",
+        description="the default of every command's `--data-dir` (the dev stack's folder, holding "
+                    "stack.json); unset: `.data`, or the last stack `escalations dev` started while it runs"))
+    state_home: Path | None = Field(None, **env(
+        "XDG_STATE_HOME",
+        description="`escalations dev` remembers its data dir in `$XDG_STATE_HOME/escalations/` "
+                    "(unset: `~/.local/state/escalations/`)"))
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the CLI keeps what it remembers between runs (the last dev stack's data dir)."""
+        # The XDG spec: a relative path in the variable is ignored.
+        home = self.state_home if self.state_home is not None and self.state_home.is_absolute() else None
+        return (home or Path.home() / ".local" / "state") / "escalations"
+
+
+ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings, TelemetrySettings,
+                                            CliSettings)
 
 
 def _reader(cls: type[Settings]) -> str:
