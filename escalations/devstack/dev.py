@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
@@ -84,7 +85,8 @@ class DevStackError(RuntimeError):
 
 # What a failed start or a give-up reports as a one-line error rather than a traceback.
 EXPECTED_ERRORS = (StackBusy, SupervisionError, TemporalServerError, EmbeddedPostgresError,
-                   ApiStartupError, ConfigError, PolicyError, PreflightError, OSError)
+                   ApiStartupError, ConfigError, PolicyError, PreflightError, OSError,
+                   asyncpg.PostgresError, asyncpg.InterfaceError)  # DATABASE_URL's server refusing
 
 
 @dataclass(frozen=True)
