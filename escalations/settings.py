@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -262,6 +260,10 @@ _WEBHOOK_KDF_SALT = b"escalations/webhook-signing/v1"
 
 def derive_webhook_secret(master: str, url: str, *, customer: bool) -> str:
     """``whsec_`` + base64 of a 32-byte key for one destination (see ``webhook_signing_secret``)."""
+    # Imported here: the CLI reads its settings from this module at every start.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     audience = b"customer" if customer else b"internal"
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_WEBHOOK_KDF_SALT,
                info=audience + b"\x00" + url.encode()).derive(master.encode())

@@ -71,7 +71,7 @@ def _documented_fields(section: str) -> set[str]:
     """The first column of the field table under ``### <section>`` in docs/cli.md."""
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     body = text.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([a-z_]+)` \|", body, re.MULTILINE))
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", body, re.MULTILINE))
 
 
 @pytest.mark.parametrize(("name", "section"), [

@@ -2,8 +2,9 @@
 ``resume``, ``resolve``, ``postmortem``, ``status``, ``list``.
 
 They talk to Temporal directly with the same models as the API (through
-``escalations/client.py``), find the stack from the environment or ``DIR/stack.json``,
-and exit 1 with a one-line message when something is wrong.
+``escalations/client.py``), find the stack from the environment or the data dir's
+``stack.json`` (``escalations.connect.choose_data_dir``), and exit 1 with a one-line message
+when something is wrong. ``status`` and ``list`` print JSON with ``--json`` (docs/cli.md).
 """
 
 from __future__ import annotations
