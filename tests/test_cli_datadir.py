@@ -151,11 +151,18 @@ def test_expected_errors_are_one_line_everywhere(elsewhere, tmp_path):
         "id": "T-1", "customer": {"id": "acme", "name": "Acme"}, "subject": "s", "status": "open",
         "opened_at": "2026-11-27T09:00:00Z", "updated_at": "2026-11-27T10:00:00Z"}) + "\n", encoding="utf-8")
     for args in (("migrate",), ("tickets", "import", str(tickets)), ("schedule", "trigger"),
-                 ("schedule", "install"), ("kpis",), ("worker",)):
+                 ("schedule", "install"), ("kpis",)):
         line = one_error_line(invoke(*args, env=refused, state=state))
         assert "refused" in line.lower() or "connect" in line.lower(), (args, line)
-    line = one_error_line(invoke("worker", env={"DATABASE_URL": None}, state=state))
-    assert "DATABASE_URL" in line
+    # The worker sets up the process's logging: in a process of its own, not the test's.
+    clean = {key: value for key, value in os.environ.items()
+             if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
+    for extra, expected in ((refused, "cannot connect to Temporal: connection refused"), ({}, "DATABASE_URL")):
+        done = subprocess.run([sys.executable, "-m", "starter", "worker"], cwd=elsewhere, env={**clean, **extra},
+                              capture_output=True, text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+        assert expected in lines[0]
 
 
 # -- policy check without a file -------------------------------------------------------
