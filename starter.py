@@ -8,35 +8,39 @@ which ``main`` calls. Commands read their configuration when they run, never at 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from escalations.client import (  # the Python client, for other services: `from starter import ...`
-    CommandRejected,
-    EscalationAlreadyOpen,
-    EscalationClosed,
-    EscalationError,
-    EscalationNotFound,
-    EscalationNotReady,
-    InvalidRequest,
-    acknowledge,
-    add_note,
-    complete_postmortem,
-    escalate,
-    get_state,
-    list_escalations,
-    pause,
-    resolve,
-    resume,
-    start_escalation,
-)
 from escalations.exiting import exit_now
 
+if TYPE_CHECKING:  # what __getattr__ hands out, for type checkers and editors
+    from escalations.client import (
+        CommandRejected,
+        EscalationAlreadyOpen,
+        EscalationClosed,
+        EscalationError,
+        EscalationNotFound,
+        EscalationNotReady,
+        InvalidRequest,
+        acknowledge,
+        add_note,
+        complete_postmortem,
+        escalate,
+        get_state,
+        list_escalations,
+        pause,
+        resolve,
+        resume,
+        start_escalation,
+    )
+
+# The Python client, for other services (`from starter import get_state`): loaded on first use,
+# so `escalations --help` and `--version` never load the Temporal client.
 __all__ = [
-    "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError",
-    "EscalationNotFound", "EscalationNotReady", "InvalidRequest", "acknowledge", "add_note",
-    "build_app", "complete_postmortem", "escalate", "get_state", "list_escalations", "main", "pause",
-    "resolve", "resume", "start_escalation",
+    "CommandRejected", "EscalationAlreadyOpen", "EscalationClosed", "EscalationError", "EscalationNotFound",
+    "EscalationNotReady", "InvalidRequest", "acknowledge", "add_note", "build_app", "complete_postmortem",
+    "escalate", "get_state", "list_escalations", "main", "pause", "resolve", "resume", "start_escalation",
 ]
+_CLIENT_NAMES = frozenset(__all__) - {"build_app", "main"}
 
 
 def build_app() -> Any:
@@ -44,7 +48,19 @@ def build_app() -> Any:
     import typer
 
     from escalations.api import command as api_command
-    from escalations.cli import demo, erasure, escalations, keys, kpis, policy, replay, stack, tickets, webhooks
+    from escalations.cli import (
+        demo_command,
+        erasure,
+        escalations,
+        keys,
+        kpis,
+        policy,
+        replay,
+        root,
+        stack,
+        tickets,
+        webhooks,
+    )
     from escalations.devstack import command as dev_command
 
     app = typer.Typer(
@@ -53,8 +69,8 @@ def build_app() -> Any:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
     )
-    for group in (dev_command, stack, policy, kpis, tickets, api_command, escalations, demo, replay, webhooks, keys,
-                  erasure):
+    for group in (root, dev_command, stack, policy, kpis, tickets, api_command, escalations, demo_command, replay,
+                  webhooks, keys, erasure):
         group.register(app)
     return app
 
@@ -62,6 +78,10 @@ def build_app() -> Any:
 def __getattr__(name: str) -> Any:
     if name == "app":  # `from starter import app` (tests, completion scripts)
         return build_app()
+    if name in _CLIENT_NAMES:
+        from escalations import client
+
+        return getattr(client, name)
     raise AttributeError(name)
 
 

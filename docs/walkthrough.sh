@@ -2,18 +2,28 @@
 # Walk-through of the blog's Salesforce-sync escalation over the HTTP API:
 # start -> acknowledge -> customer-visible note -> resolve -> postmortem -> CSAT.
 # Needs API (e.g. http://127.0.0.1:8000) and TOKEN (a token with the start, act and csat
-# scopes: stack.json's api_token). TICKET defaults to SF-1042. Uses only curl and python3.
+# scopes: stack.json's api_token). TICKET defaults to a new SF-API-<time> on every run, so
+# the quickstart's SF-1042 is left alone. A step that gets no 2xx prints its answer (the
+# problem document) and stops the script with exit 1. Uses only curl and python3.
 set -euo pipefail
 : "${API:?set API, e.g. http://127.0.0.1:8000}" "${TOKEN:?set TOKEN to an API token}"
-TICKET="${TICKET:-SF-1042}"
+TICKET="${TICKET:-SF-API-$(date -u +%Y%m%d-%H%M%S)}"
 
-# call STEP METHOD PATH [JSON]: prints "STEP: HTTP <code>" and keeps the body in $BODY
+# call STEP METHOD PATH [JSON]: prints "STEP: HTTP <code>" and keeps the body in $BODY;
+# on anything but 2xx prints the body and exits 1 (curl -f would swallow the body)
 call() {
-  local out
-  out=$(curl -sf -X "$2" "$API$3" -H "Authorization: Bearer $TOKEN" \
-        -H "Content-Type: application/json" ${4:+--data "$4"} -w '\n%{http_code}')
+  local out code
+  out=$(curl -sS -X "$2" "$API$3" -H "Authorization: Bearer $TOKEN" \
+        -H "Content-Type: application/json" ${4:+--data "$4"} -w '\n%{http_code}') ||
+    { echo "$1 failed: no answer from $API" >&2; exit 1; }
   BODY=${out%$'\n'*}
-  echo "$1: HTTP ${out##*$'\n'}"
+  code=${out##*$'\n'}
+  echo "$1: HTTP $code"
+  if [[ $code != 2?? ]]; then
+    echo "$1 failed: $2 $3 answered HTTP $code:" >&2
+    echo "$BODY" >&2
+    exit 1
+  fi
 }
 # field NAME: a top-level field of the last response
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$BODY" "$1"; }

@@ -81,7 +81,7 @@ from schemas.escalation import (
     PostmortemStatus,
     ResolveCommand,
     ResumeCommand,
-    Status,
+    StatusFilter,
     Trigger,
     TriggerSource,
     UnroutableRequest,
@@ -608,9 +608,19 @@ class EscalationPage:
     next_page_token: bytes | None
 
 
+# ``--status``/``?status=`` as a visibility query, in one place. The run's own status is the
+# EscalationStatus search attribute while it runs; a run that ended without closing keeps its
+# last one, so failed and terminated are Temporal's execution statuses.
+_RUNNING = "ExecutionStatus = 'Running'"
+_ENDED_AS: dict[str, str] = {
+    "failed": "ExecutionStatus IN ('Failed', 'TimedOut')",
+    "terminated": "ExecutionStatus IN ('Terminated', 'Canceled')",
+}
+
+
 def visibility_query(
     *,
-    status: Status | None = None,
+    status: StatusFilter | None = None,
     priority: Priority | None = None,
     level: str | None = None,
     customer_id: str | None = None,
@@ -619,10 +629,13 @@ def visibility_query(
 ) -> str:
     """A visibility query over escalation runs; closed ones included unless ``status`` narrows.
 
+    ``status``: a state's status (``open`` means the state's ``open``: not yet acknowledged), or
+    ``active`` (every run still going: open, acknowledged, paused, resolved).
     Values must be simple slugs (InvalidRequest otherwise), so quoting them is safe.
     """
     clauses = [f"WorkflowType = '{keys.ESCALATION_WORKFLOW}'", "ExecutionStatus != 'ContinuedAsNew'"]
-    filters = [(keys.STATUS, "status", status), (keys.PRIORITY, "priority", priority),
+    by_attribute = status if status not in (None, "active", *_ENDED_AS) else None
+    filters = [(keys.STATUS, "status", by_attribute), (keys.PRIORITY, "priority", priority),
                (keys.LEVEL, "level", level), (keys.CUSTOMER, "customer_id", customer_id),
                (keys.CATEGORY, "category", category), (keys.KIND, "kind", kind)]
     for key, name, value in filters:
@@ -632,15 +645,17 @@ def visibility_query(
             raise InvalidRequest(f"{name} must match {SLUG_PATTERN}, got {value!r}", loc=(name,),
                                  kind="invalid_filter")
         clauses.append(f"{key.name} = '{value}'")
-    if status is not None and status != "closed":
-        clauses.append("ExecutionStatus = 'Running'")
+    if status in _ENDED_AS:
+        clauses.append(_ENDED_AS[status])
+    elif status is not None and status != "closed":
+        clauses.append(_RUNNING)
     return " AND ".join(clauses)
 
 
 async def list_escalations(
     client: Client,
     *,
-    status: Status | None = None,
+    status: StatusFilter | None = None,
     priority: Priority | None = None,
     level: str | None = None,
     customer_id: str | None = None,
@@ -658,7 +673,7 @@ async def list_escalations(
 async def list_escalations_page(
     client: Client,
     *,
-    status: Status | None = None,
+    status: StatusFilter | None = None,
     priority: Priority | None = None,
     level: str | None = None,
     customer_id: str | None = None,

@@ -6,6 +6,7 @@ installing again updates a schedule in place (keeping a pause).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import (
@@ -21,6 +22,8 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+
+from temporalio.service import RPCError, RPCStatusCode
 
 from schemas import keys
 from schemas.activities import ReconcileRequest
@@ -81,6 +84,35 @@ async def install_schedule(client: Client, *, task_queue: str, policy: Policy) -
     return SCHEDULE_ID
 
 
+
+
+@dataclass(frozen=True)
+class InstalledSweep:
+    """The sweep schedule as Temporal holds it (what runs, not what a policy file says)."""
+
+    every: timedelta | None
+    paused: bool
+    policy: str | None
+    policy_version: int | None
+
+
+async def installed_sweep(client: Client, schedule_id: str = SCHEDULE_ID) -> InstalledSweep | None:
+    """Describe the installed sweep schedule; None when none is installed."""
+    try:
+        description = await client.get_schedule_handle(schedule_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    intervals = description.schedule.spec.intervals
+    memo = await description.memo()
+    version = memo.get("policy_version")
+    return InstalledSweep(
+        every=intervals[0].every if intervals else None,
+        paused=description.schedule.state.paused,
+        policy=str(memo["policy"]) if memo.get("policy") else None,
+        policy_version=version if isinstance(version, int) else None,
+    )
 
 
 def housekeeping_schedule(*, task_queue: str) -> Schedule:

@@ -27,8 +27,6 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -49,7 +47,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
-from temporalio.envconfig import ClientConfig
 
 from schemas.durations import parse_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
@@ -151,6 +148,9 @@ def describe(cls: type[BaseSettings], err: ValidationError) -> str:
 
 def temporal_connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``Client.connect`` keyword arguments from the standard ``TEMPORAL_*`` variables and profiles."""
+    # Imported here: it loads the whole Temporal client, which `escalations --help` never needs.
+    from temporalio.envconfig import ClientConfig
+
     config = dict(ClientConfig.load_client_connect_config(
         override_env_vars=dict(environ) if environ is not None else None))
     config.setdefault("target_host", "localhost:7233")
@@ -267,6 +267,10 @@ _WEBHOOK_KDF_SALT = b"escalations/webhook-signing/v1"
 
 def derive_webhook_secret(master: str, url: str, *, customer: bool) -> str:
     """``whsec_`` + base64 of a 32-byte key for one destination (see ``webhook_signing_secret``)."""
+    # Imported here: the CLI reads its settings from this module at every start.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     audience = b"customer" if customer else b"internal"
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_WEBHOOK_KDF_SALT,
                info=audience + b"\x00" + url.encode()).derive(master.encode())
@@ -697,6 +701,32 @@ class ApiSettings(Settings):
             raise ConfigError("DATABASE_URL is not set (the dev stack sets it for you: `escalations dev`)")
 
 
+# -- the command line -------------------------------------------------------------------
+
+
+class CliSettings(Settings):
+    """Where the ``escalations`` commands look for the dev stack (``escalations/connect.py``)."""
+
+    read_by: ClassVar[str] = "cli"
+
+    data_dir: Path | None = Field(None, **env(
+        "ESCALATION_DATA_DIR",
+        description="the default of every command's `--data-dir` (the dev stack's folder, holding "
+                    "stack.json); unset: `.data`, or the last stack `escalations dev` started while it runs"))
+    state_home: Path | None = Field(None, **env(
+        "XDG_STATE_HOME",
+        description="`escalations dev` remembers its data dir in `$XDG_STATE_HOME/escalations/` "
+                    "(unset: `~/.local/state/escalations/`)"))
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the CLI keeps what it remembers between runs (the last dev stack's data dir)."""
+        # The XDG spec: a relative path in the variable is ignored.
+        home = self.state_home if self.state_home is not None and self.state_home.is_absolute() else None
+        return (home or Path.home() / ".local" / "state") / "escalations"
+
+
+
 # -- payload encryption (every process with a Temporal client) ---------------------
 
 
@@ -823,7 +853,7 @@ ApiSettings.model_rebuild()  # its ``codec`` field names CodecSettings, defined 
 
 
 ALL_SETTINGS: tuple[type[Settings], ...] = (WorkerSettings, NotificationSettings, ApiSettings, TelemetrySettings,
-                                             CodecSettings)
+                                             CodecSettings, CliSettings)
 
 
 def configuration_table() -> str:

@@ -55,6 +55,10 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=8_000)]
 Reason = Annotated[str, Field(min_length=1, max_length=2_000), ONE_LINE]
 Action = Annotated[str, Field(min_length=1, max_length=1_000), ONE_LINE]
 
+StatusFilter = Literal["open", "acknowledged", "paused", "resolved", "closed", "failed", "terminated", "active"]
+"""What a list asks for: one of the state's statuses (``open`` is exactly the state's ``open``:
+opened, not yet acknowledged), or ``active``: every run that has not ended (open,
+acknowledged, paused, resolved). ``escalations.client.visibility_query`` maps each to a query."""
 OPEN_STATUSES: tuple[Status, ...] = ("open", "acknowledged", "paused")
 # A run that ended without closing: Temporal reports it failed, terminated, timed out or canceled.
 ENDED_STATUSES: tuple[Status, ...] = ("closed", "failed", "terminated")

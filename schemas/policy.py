@@ -13,7 +13,6 @@ from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -706,6 +705,8 @@ def parse_policy(document: object, source: str = "<policy>") -> Policy:
 
 
 def load_policy_text(text: str, source: str = "<policy>") -> Policy:
+    import yaml  # here: every CLI command loads this module, few read a policy file
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -4,6 +4,7 @@ walk-through (docs/walkthrough.sh, run verbatim) and a bounded schemathesis run.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -20,7 +21,9 @@ from escalations.api.server import ApiStartupError, serve
 from escalations.settings import ConfigError
 from tests.helpers.api import TOKEN, api_settings, running_api
 from tests.helpers.codec import TEST_ENV
+from tests.helpers.escalations import start_escalation
 from tests.helpers.paths import ROOT
+from tests.helpers.requests import blog_request
 from tests.helpers.servers import binary
 
 WALKTHROUGH = ROOT / "docs" / "walkthrough.sh"
@@ -132,6 +135,45 @@ async def test_the_curl_walkthrough_runs_verbatim(client, database_url, task_que
                      ("postmortem", "200"), ("csat", "200"), ("state", "200")], out
     assert f"workflow escalation-{ticket}, run " in out
     assert "  status resolved" in out and out.rstrip().splitlines()[-1].startswith("  status closed")
+
+
+async def run_walkthrough_as(url: str, token: str, ticket: str | None) -> tuple[int, str, str]:
+    env = {**os.environ, "API": url, "TOKEN": token,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("TICKET", None)
+    if ticket is not None:
+        env["TICKET"] = ticket
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(WALKTHROUGH), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_walkthrough_stops_at_a_failed_step_and_shows_its_problem(client, database_url, task_queue):
+    """The quickstart's escalation is open and the walk-through is run on the same ticket: the
+    start is a 409, and the script says so, shows the problem document and stops (exit 1)."""
+    if binary("curl") is None:
+        pytest.skip("curl is not installed")
+    assert 'TICKET="${TICKET:-SF-API-$(date -u +%Y%m%d-%H%M%S)}"' in WALKTHROUGH.read_text(), \
+        "the walk-through's own ticket id (never the quickstart's SF-1042) by default"
+    ticket = f"SF-{uuid.uuid4().hex[:8]}"
+    await start_escalation(client, blog_request(ticket), task_queue)  # the quickstart's, still open
+    async with running_api(api_settings(client, database_url, task_queue)) as url:
+        code, out, err = await run_walkthrough_as(url, TOKEN, ticket)
+        assert (code, out) == (1, "start: HTTP 409\n"), f"{code}\n{out}\n{err}"
+        said, document = err.strip().split("\n", 1)
+        assert said == "start failed: POST /escalations answered HTTP 409:"
+        problem = json.loads(document)
+        assert problem["status"] == 409 and ticket in problem["detail"]
+
+        code, out, err = await run_walkthrough_as(url, "not-a-token", None)
+        assert (code, out) == (1, "start: HTTP 401\n"), f"{code}\n{out}\n{err}"
+        assert json.loads(err.strip().split("\n", 1)[1])["status"] == 401
+    code, out, err = await run_walkthrough_as(url, TOKEN, ticket)  # the API has stopped
+    assert (code, out) == (1, ""), f"{code}\n{out}\n{err}"
+    assert err.strip().splitlines()[-1] == f"start failed: no answer from {url}"
 
 
 def test_api_docs_embed_the_walkthrough_verbatim():

@@ -314,3 +314,29 @@ async def test_fake_jira_answers_like_jira_cloud() -> None:
         assert read.json()["fields"]["summary"] == "[P1] Salesforce sync"
         assert read.json()["fields"]["comment"]["total"] == 1
         assert jira.issues["ESC-1"].labels == ["P1"]
+
+
+async def test_the_demo_names_the_installed_sweep_interval(client, task_queue) -> None:
+    """The demo tells how often the stack's sweep runs from the schedule Temporal holds, not
+    from its own policy file (a stack on the default policy sweeps every 5 minutes)."""
+    from escalations.cli.demo import sweep_sentence
+    from escalations.policies import PolicySource
+    from escalations.schedules import SCHEDULE_ID, installed_sweep, sweep_schedule
+
+    schedule_id = f"test-sweep-{uuid.uuid4().hex[:8]}"
+    assert await installed_sweep(client, schedule_id) is None
+    assert sweep_sentence(None).startswith(f"No schedule runs it on this Temporal (`escalations schedule install` "
+                                           f"or `escalations dev` installs {SCHEDULE_ID})")
+    policy = PolicySource.from_setting(None).load(None)
+    handle = await client.create_schedule(schedule_id, sweep_schedule(task_queue=task_queue, policy=policy),
+                                          memo={"policy": policy.name, "policy_version": policy.version})
+    try:
+        installed = await installed_sweep(client, schedule_id)
+        assert installed is not None and installed.every == timedelta(minutes=5) and not installed.paused
+        assert sweep_sentence(installed) == (
+            f"On this stack the schedule {SCHEDULE_ID} runs it every 5m with policy {policy.name} "
+            f"v{policy.version}; the demo runs one sweep now, restricted to its own ticket.")
+        await handle.pause()
+        assert "(paused now)" in sweep_sentence(await installed_sweep(client, schedule_id))
+    finally:
+        await handle.delete()

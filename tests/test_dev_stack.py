@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,7 +26,7 @@ from escalations.devstack.postgres import fallback_cluster_dir, free_port
 from escalations.temporal import connect
 from schemas.escalation import AcknowledgeCommand, EscalationState
 from tests.helpers.codec import codec_of, history_dump, readable
-from tests.helpers.devstack import children_alive, start_dev, stop, wait_for_stack
+from tests.helpers.devstack import children_alive, start_dev, state_home, stop, wait_for_stack
 from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
@@ -52,6 +55,31 @@ async def _printed_summary(log: Path) -> str:
     output = log.read_text()
     assert "escalations dev stack is ready" in output and "Ctrl-C" in output
     return output
+
+
+async def commands_find_the_running_stack(data_dir: Path, tmp_path: Path) -> None:
+    """`make run ARGS="--data-dir X"`, then commands from anywhere, with no flag and no variable:
+    they use X (remembered by `escalations dev`) and say so."""
+    remembered = json.loads((state_home(data_dir) / "escalations" / "last-stack.json").read_text())
+    assert remembered["data_dir"] == str(data_dir.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
+    env["XDG_STATE_HOME"] = str(state_home(data_dir))
+    note = (f"note: using the stack in {data_dir.resolve()} (the last one `escalations dev` started; "
+            "--data-dir DIR or ESCALATION_DATA_DIR chooses another)")
+    out: dict[str, str] = {}
+    for args in (["list", "--json"], ["status", "DEV-1", "--json"], ["policy", "check"]):
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "starter", *args], cwd=elsewhere,
+                                       env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+        assert done.stderr.strip() == note, args
+        out[args[0]] = done.stdout
+    assert "DEV-1" in {item["ticket_id"] for item in json.loads(out["list"])["items"]}
+    assert json.loads(out["status"])["ticket_id"] == "DEV-1"
+    assert f"checking the running stack's policy ({data_dir.resolve() / 'stack.json'})" in out["policy"]
+    assert "policy demo" in out["policy"]
 
 
 @pytest.fixture
@@ -92,6 +120,7 @@ async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
         opened = await eventually(lambda: current_state(handle), timeout=20)
         assert opened.policy.name == "demo"
         await _check_encryption(stack, data_dir)
+        await commands_find_the_running_stack(data_dir, tmp_path)
     finally:
         assert stop(dev) == 0, log.read_text()[-3000:]
     assert not (data_dir / "stack.json").exists()

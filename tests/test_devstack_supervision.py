@@ -71,6 +71,24 @@ def failed_start(data_dir: Path, log: Path, environ: dict[str, str] | None = Non
     return output
 
 
+def failed_late_start(data_dir: Path, log: Path) -> str:
+    """Run ``escalations dev`` so that it fails after PostgreSQL and Temporal are up: the worker's
+    metrics address cannot be bound (TEST-NET-1 is on no interface here). Ports are checked
+    before anything starts, so a busy port no longer gets that far."""
+    dev = start_dev(data_dir, free_ports(), log, {"ESCALATION_METRICS_HOST": "192.0.2.1"})
+    try:
+        code = dev.wait(120)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+    output = log.read_text()
+    assert code == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error: escalations dev:")]
+    assert len(errors) == 1 and "192.0.2.1" in errors[0], output[-3000:]
+    return output
+
+
 async def answers(url: str) -> None:
     connection = await asyncpg.connect(url, timeout=5)
     try:
@@ -282,7 +300,7 @@ async def test_cluster_run_by_someone_else_survives_a_failed_start(tmp_path, clu
     try:
         postmaster = theirs.running_postmaster()
         assert postmaster is not None
-        output = failed_start(data_dir, tmp_path / "failed.log")
+        output = failed_late_start(data_dir, tmp_path / "failed.log")
         assert "was not started by escalations dev" in output
         assert theirs.running_postmaster() == postmaster
         await answers(theirs.dsn)

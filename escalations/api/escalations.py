@@ -51,7 +51,7 @@ from schemas.escalation import (
     PauseCommand,
     ResolveCommand,
     ResumeCommand,
-    Status,
+    StatusFilter,
 )
 from schemas.policy import Kind, Priority
 from schemas.runs import EscalationHistory
@@ -173,7 +173,7 @@ async def list_escalations(
     response: Response,
     client: ClientDep,
     timeouts: TimeoutsDep,
-    status: Annotated[Status | None, Query(description="Only this status (running runs, or closed ones)")] = None,
+    status: Annotated[StatusFilter | None, Query(description="Only this status; `active`: every run not ended")] = None,
     priority: Annotated[Priority | None, Query()] = None,
     level: SlugQuery = None,
     customer_id: SlugQuery = None,

@@ -32,10 +32,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -52,11 +50,9 @@ from rich.table import Table
 from escalations.cli.principal import cli_principal
 from escalations.client import EscalationAlreadyOpen, start_escalation
 from escalations.connect import (
-    DEFAULT_DATA_DIR,
+    HOW_TO_POINT,
     Connection,
-    StackNotFound,
     require_database,
-    resolve,
 )
 from escalations.links import escalations_query, workflow_url, workflows_url
 
@@ -76,10 +72,6 @@ JIRA_EMAIL = "escalations-demo@example.test"
 KB_URL = "https://kb.example.com/articles/salesforce-schema-change-sf-prod-7"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
-
-
 class DemoError(RuntimeError):
     """The demo cannot go on; the message says what it waited for or what failed."""
 
@@ -89,33 +81,6 @@ class DemoOptions:
     ticket_id: str
     pace: float
     timeout: float = 90.0
-
-
-def demo(
-    data_dir: Annotated[Path, typer.Option(help="Find the stack in DIR/stack.json (written by `escalations dev`)")] = DEFAULT_DATA_DIR,
-    ticket: Annotated[str | None, typer.Option(help="Ticket id (default: SF-1042-<time>, new on every run)")] = None,
-    pace: Annotated[float, typer.Option(min=0, help="Seconds to pause between steps, so you can follow along")] = 1.5,
-) -> None:
-    """Replay the blog's Salesforce-sync escalation (1 s = 1 min), narrated, visible in Temporal UI."""
-    console = Console(highlight=False)
-    try:
-        connection = resolve(data_dir)
-        require_database(connection)
-    except StackNotFound as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    ticket_id = ticket or f"SF-1042-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    try:
-        asyncio.run(run_demo(connection, DemoOptions(ticket_id=ticket_id, pace=pace), console))
-    except DemoError as exc:
-        console.print(f"[bold red]demo failed:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("demo interrupted")
-        raise typer.Exit(130) from None
-    except asyncio.CancelledError:  # SIGTERM
-        console.print("demo stopped")
-        raise typer.Exit(143) from None
 
 
 # -- the stack ------------------------------------------------------------------
@@ -128,6 +93,22 @@ def scaled(seconds: float) -> str:
         return f"{minutes} min"
     hours, rest = divmod(minutes, 60)
     return f"{hours} h" + (f" {rest} min" if rest else "")
+
+
+def sweep_sentence(installed: Any) -> str:
+    """Where the sweep runs on its own, from the installed schedule (``escalations.schedules.installed_sweep``)."""
+    from escalations.schedules import SCHEDULE_ID
+    from schemas.durations import format_duration
+
+    now = "the demo runs one sweep now, restricted to its own ticket"
+    if installed is None:
+        return (f"No schedule runs it on this Temporal (`escalations schedule install` or `escalations dev` "
+                f"installs {SCHEDULE_ID}); {now}.")
+    every = f"every {format_duration(installed.every)}" if installed.every else "on its calendar"
+    policy = (f" with policy {installed.policy}" + (f" v{installed.policy_version}" if installed.policy_version else "")
+              if installed.policy else "")
+    paused = " (paused now)" if installed.paused else ""
+    return f"On this stack the schedule {SCHEDULE_ID} runs it {every}{policy}{paused}; {now}."
 
 
 def _rule_text(rule: Any) -> str:
@@ -180,8 +161,8 @@ async def run_demo(connection: Connection, options: DemoOptions, console: Consol
         client = await temporal_client(connection)
     except RuntimeError as exc:
         raise DemoError(
-            f"cannot reach Temporal at {target}: {exc}. Start the stack with `escalations dev` "
-            "or set TEMPORAL_ADDRESS."
+            f"cannot reach Temporal at {target}: {exc}. Start the stack with `escalations dev`, point to "
+            f"its data dir with {HOW_TO_POINT}, or set TEMPORAL_ADDRESS."
         ) from None
 
     console.print(Panel.fit(
@@ -765,11 +746,13 @@ class Story:
             f"{ticket.users_affected} users affected, filed as {ticket.priority} ({ticket.category}); "
             f"nobody escalates it (stored in the tickets table: {stored.outcome}, like POST /tickets)"
         )
-        every = criteria.sweep_every.total_seconds()
+        from escalations.schedules import installed_sweep
+
+        # What the stack runs, as Temporal holds it: the demo's policy file says nothing about that.
         self.happened(
-            f"The criteria sweep (the schedule escalation-criteria-sweep runs it every {every:.0f} s ≈ "
-            f"{scaled(every)} on this policy) checks open tickets against the rules, first match wins: "
+            "The criteria sweep checks open tickets against the rules, first match wins: "
             + "; ".join(escape(_rule_text(rule)) for rule in criteria.rules)
+            + ". " + escape(sweep_sentence(await installed_sweep(self.client)))
         )
         self.status("the criteria sweep runs")
         # Only the demo's ticket: a sweep of the whole table would escalate other people's

@@ -2,8 +2,9 @@
 ``resume``, ``resolve``, ``postmortem``, ``status``, ``list``.
 
 They talk to Temporal directly with the same models as the API (through
-``escalations/client.py``), find the stack from the environment or ``DIR/stack.json``,
-and exit 1 with a one-line message when something is wrong.
+``escalations/client.py``), find the stack from the environment or the data dir's
+``stack.json`` (``escalations.connect.choose_data_dir``), and exit 1 with a one-line message
+when something is wrong. ``status`` and ``list`` print JSON with ``--json`` (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -13,66 +14,41 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import asyncpg
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
-from temporalio.client import Client
-from temporalio.service import RPCError
 
-from escalations import client as ec
-from escalations import connect
-from escalations.cli.failing import fail, one_line
-from escalations.cli.principal import cli_principal
-from escalations.connect import (
-    DEFAULT_DATA_DIR,
-    Connection,
-    StackNotFound,
-    read_stack,
-    temporal_client,
-)
-from schemas.escalation import (
-    AcknowledgeCommand,
-    AddNoteCommand,
-    CompletePostmortemCommand,
-    EscalateCommand,
-    EscalationRequest,
-    EscalationState,
-    PauseCommand,
-    ResolveCommand,
-    ResumeCommand,
-    Status,
-    server_set_fields,
-)
-from schemas.policy import Kind, PolicyError, Priority
+from escalations.cli.failing import DataDirOption, fail, guarded, one_line
+from escalations.cli.failing import data_dir as choose_data_dir
+from escalations.cli.times import relative, when  # noqa: F401 - relative: part of this module's API (tests)
+
+# Only what `escalations --help` needs is imported here; each command imports the Temporal
+# client, pydantic models, asyncpg and rich when it runs (start-up: docs/cli.md).
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from rich.panel import Panel
+    from temporalio.client import Client
+
+    from escalations.connect import Connection
+    from schemas.escalation import EscalationRequest, EscalationState
 
 T = TypeVar("T")
 COMMAND_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 15.0
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Find the stack in DIR/stack.json (after the environment)")]
+DataDir = DataDirOption
 TicketArg = Annotated[str, typer.Argument(metavar="ID", help="The ticket id, e.g. SF-1042")]
 By = Annotated[str, typer.Option("--by", help="Who does it")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (the schema: docs/cli.md#json-output)")]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("start")(start)
-    app.command("ack")(ack)
-    app.command("escalate")(escalate)
-    app.command("note")(note)
-    app.command("pause")(pause)
-    app.command("resume")(resume)
-    app.command("resolve")(resolve)
-    app.command("postmortem")(postmortem)
-    app.command("status")(status)
-    app.command("list")(list_escalations)
+    for name, command in (("start", start), ("ack", ack), ("escalate", escalate), ("note", note),
+                          ("pause", pause), ("resume", resume), ("resolve", resolve),
+                          ("postmortem", postmortem), ("status", status), ("list", list_escalations)):
+        app.command(name)(guarded(command))
 
 
 # -- plumbing ----------------------------------------------------------------------
@@ -82,8 +58,6 @@ class CliError(Exception):
     """A one-line reason to stop."""
 
 
-
-
 def _invalid(err: ValidationError) -> str:
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()[:3]]
     return "invalid input: " + "; ".join(parts)
@@ -91,15 +65,23 @@ def _invalid(err: ValidationError) -> str:
 
 def _command(factory: Callable[[], T]) -> T:
     """Build a command model from options; a validation error is a one-line failure."""
+    from pydantic import ValidationError
+
     try:
         return factory()
     except ValidationError as err:
         fail(_invalid(err))
 
 
-def _run(data_dir: Path, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
+def _run(data_dir: Path | None, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
+    from temporalio.service import RPCError
+
+    from escalations import client as ec
+    from escalations import connect
+    from escalations.connect import StackNotFound
+
     try:
-        connection = connect.resolve(data_dir)
+        connection = connect.resolve(choose_data_dir(data_dir))
         asyncio.run(_with_client(connection, action))
     except ec.EscalationError as err:
         fail(err.message)
@@ -110,13 +92,15 @@ def _run(data_dir: Path, action: Callable[[Connection, Client], Awaitable[None]]
 
 
 async def _with_client(connection: Connection, action: Callable[[Connection, Client], Awaitable[None]]) -> None:
+    from escalations.connect import temporal_client
+
     target = connection.temporal.get("target_host")
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             client = await temporal_client(connection)
     except (RuntimeError, OSError, TimeoutError) as err:
         reason = "connection refused" if "refused" in str(err).lower() else one_line(err) or "timed out"
-        raise CliError(f"cannot connect to Temporal at {target}: {reason}") from None
+        raise CliError(f"cannot connect to Temporal at {target}: {reason}{connection.no_stack_hint()}") from None
     try:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             await action(connection, client)
@@ -125,7 +109,9 @@ async def _with_client(connection: Connection, action: Callable[[Connection, Cli
                        f"(is a worker polling task queue {connection.task_queue}?)") from None
 
 
-def _console() -> Console:
+def _console() -> Any:
+    from rich.console import Console
+
     # No markup: names, reasons and notes are printed as they are, brackets included.
     return Console(highlight=False, markup=False)
 
@@ -136,7 +122,7 @@ def _print_state(state: EscalationState, verb: str) -> None:
                      f"{state.level_name} ({state.level}) · owner {owner}")
 
 
-def _update(data_dir: Path, verb: str, call: Callable[[Client], Awaitable[EscalationState]]) -> None:
+def _update(data_dir: Path | None, verb: str, call: Callable[[Client], Awaitable[EscalationState]]) -> None:
     async def action(connection: Connection, client: Client) -> None:
         _print_state(await call(client), verb)
 
@@ -147,6 +133,10 @@ def _update(data_dir: Path, verb: str, call: Callable[[Client], Awaitable[Escala
 
 
 def _read_request(file: Path) -> EscalationRequest:
+    from pydantic import ValidationError
+
+    from schemas.escalation import EscalationRequest, server_set_fields
+
     try:
         text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     except OSError as err:
@@ -166,7 +156,10 @@ def _read_request(file: Path) -> EscalationRequest:
 
 def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
     """With a known policy file (env or stack.json), refuse a request the worker could not route."""
+    from escalations import client as ec
+    from escalations.connect import read_stack
     from escalations.policies import PolicySource
+    from schemas.policy import PolicyError
 
     stack = read_stack(data_dir)
     policy_file = os.environ.get("ESCALATION_POLICY_FILE") or (stack.policy_file if stack else None)
@@ -182,11 +175,15 @@ def _check_routing(data_dir: Path, request: EscalationRequest) -> None:
 
 def start(
     file: Annotated[Path, typer.Argument(metavar="FILE.json", help="The escalation request (JSON; - for stdin)")],
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Open an escalation from a JSON request (the body of POST /escalations)."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+
     request = _read_request(file)
-    _check_routing(data_dir, request)
+    folder = choose_data_dir(data_dir)
+    _check_routing(folder, request)
 
     async def action(connection: Connection, client: Client) -> None:
         handle = await ec.start_escalation(client, request, task_queue=connection.task_queue, source="cli",
@@ -198,7 +195,7 @@ def start(
         if link:
             console.print(f"Temporal UI: {link}", soft_wrap=True)
 
-    _run(data_dir, action)
+    _run(folder, action)
 
 
 # -- commands ----------------------------------------------------------------------
@@ -208,9 +205,13 @@ def ack(
     ticket_id: TicketArg,
     by: By,
     level: Annotated[str | None, typer.Option(help="Acknowledge as this (consulted) level")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Acknowledge the escalation (stops the acknowledgement clock)."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import AcknowledgeCommand
+
     command = _command(lambda: AcknowledgeCommand(by=by, level=level))
     _update(data_dir, "acknowledged", lambda client: ec.acknowledge(client, ticket_id, command, via=cli_principal()))
 
@@ -220,9 +221,13 @@ def escalate(
     by: By,
     reason: Annotated[str, typer.Option(help="Why")],
     to_level: Annotated[str | None, typer.Option(help="Target level (default: the next one)")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Escalate to the next level, or to --to-level."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import EscalateCommand
+
     command = _command(lambda: EscalateCommand(by=by, reason=reason, to_level=to_level))
     _update(data_dir, "escalated", lambda client: ec.escalate(client, ticket_id, command, via=cli_principal()))
 
@@ -232,9 +237,13 @@ def note(
     author: Annotated[str, typer.Option(help="Who writes it")],
     text: Annotated[str, typer.Option(help="The note")],
     customer_visible: Annotated[bool, typer.Option("--customer-visible", help="Send it to the customer")] = False,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Add a note; --customer-visible sends it to the customer (restarts the update cadence)."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import AddNoteCommand
+
     command = _command(lambda: AddNoteCommand(author=author, text=text, customer_visible=customer_visible))
     _update(data_dir, "note added", lambda client: ec.add_note(client, ticket_id, command, via=cli_principal()))
 
@@ -243,15 +252,23 @@ def pause(
     ticket_id: TicketArg,
     by: By,
     reason: Annotated[str, typer.Option(help="Why (e.g. waiting on the customer)")],
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Pause the resolution and customer-update clocks."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import PauseCommand
+
     command = _command(lambda: PauseCommand(by=by, reason=reason))
     _update(data_dir, "paused", lambda client: ec.pause(client, ticket_id, command, via=cli_principal()))
 
 
-def resume(ticket_id: TicketArg, by: By, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def resume(ticket_id: TicketArg, by: By, data_dir: DataDir = None) -> None:
     """Resume paused clocks."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import ResumeCommand
+
     command = _command(lambda: ResumeCommand(by=by))
     _update(data_dir, "resumed", lambda client: ec.resume(client, ticket_id, command, via=cli_principal()))
 
@@ -262,9 +279,13 @@ def resolve(
     root_cause: Annotated[str, typer.Option(help="Root cause")],
     mitigation: Annotated[str, typer.Option(help="What fixed it")],
     preventive_action: Annotated[list[str] | None, typer.Option(help="A preventive action (repeatable)")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Resolve: tells the customer, requests CSAT and opens the postmortem task."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import ResolveCommand
+
     command = _command(lambda: ResolveCommand(by=by, root_cause=root_cause, mitigation=mitigation,
                                               preventive_actions=list(preventive_action or [])))
     _update(data_dir, "resolved", lambda client: ec.resolve(client, ticket_id, command, via=cli_principal()))
@@ -277,9 +298,13 @@ def postmortem(
     root_cause: Annotated[str, typer.Option(help="Root cause")],
     improvement: Annotated[list[str] | None, typer.Option(help="An improvement (repeatable; at least one)")] = None,
     kb_url: Annotated[str | None, typer.Option(help="Knowledge-base article URL")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Complete the postmortem task; the escalation then closes."""
+    from escalations import client as ec
+    from escalations.cli.principal import cli_principal
+    from schemas.escalation import CompletePostmortemCommand
+
     command = _command(lambda: CompletePostmortemCommand(
         by=by, summary=summary, root_cause=root_cause, improvements=list(improvement or []),
         kb_article_url=kb_url))
@@ -290,37 +315,17 @@ def postmortem(
 # -- status ------------------------------------------------------------------------
 
 
-def relative(at: datetime, now: datetime) -> str:
-    """``in 12 min`` / ``3 min ago`` / ``in 1 h 5 min`` / ``now``."""
-    seconds = (at - now).total_seconds()
-    size = abs(seconds)
-    if size < 1:
-        return "now"
-    if size < 60:
-        text = f"{int(size)} s"
-    elif size < 3600:
-        text = f"{int(size // 60)} min"
-    elif size < 86400:
-        hours, minutes = divmod(int(size // 60), 60)
-        text = f"{hours} h" + (f" {minutes} min" if minutes else "")
-    else:
-        days, hours = divmod(int(size // 3600), 24)
-        text = f"{days} d" + (f" {hours} h" if hours else "")
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
-def when(at: datetime | None, now: datetime) -> str:
-    if at is None:
-        return "—"
-    return f"{at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({relative(at, now)})"
-
-
 def _via(principal: str | None) -> str:
     """`` (via api:ops-bot)``: the calling principal beside a self-declared name."""
     return f" (via {principal})" if principal else ""
 
 
 def render_state(state: EscalationState, now: datetime) -> Panel:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
@@ -371,7 +376,7 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
         path.add_column(column)
     for entry in state.path:
         how = "auto" if entry.auto else f"by {entry.by or '?'}{_via(entry.via)}"
-        path.add_row(f"{entry.at.astimezone(timezone.utc):%H:%M:%S}", entry.from_level or "—",
+        path.add_row(f"{entry.at.astimezone(UTC):%H:%M:%S}", entry.from_level or "—",
                      entry.to_level, how, entry.reason)
     parts: list[Any] = [facts]
     parts.append(path if state.path else Text("Escalation path: none (still at the entry level)"))
@@ -382,8 +387,12 @@ def render_state(state: EscalationState, now: datetime) -> Panel:
 
 async def _state_of(connection: Connection, client: Client, ticket_id: str) -> EscalationState:
     """The ticket's latest escalation (escalations.client.get_state), with the read model when known."""
+    from escalations import client as ec
+
     if not connection.database_url:
         return await ec.get_state(client, ticket_id, opening_timeout=3.0)
+    import asyncpg
+
     from escalations.db.pool import create_pool
     from escalations.db.readmodel import latest_escalation
 
@@ -402,12 +411,15 @@ async def _state_of(connection: Connection, client: Client, ticket_id: str) -> E
         await pool.close()
 
 
-def status(ticket_id: TicketArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def status(ticket_id: TicketArg, as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """The escalation's state: status, level, owner, deadlines, breaches, path."""
 
     async def action(connection: Connection, client: Client) -> None:
         state = await _state_of(connection, client, ticket_id)
-        _console().print(render_state(state, datetime.now(timezone.utc)))
+        if as_json:
+            typer.echo(state.model_dump_json(indent=2))
+        else:
+            _console().print(render_state(state, datetime.now(UTC)))
 
     _run(data_dir, action)
 
@@ -415,43 +427,43 @@ def status(ticket_id: TicketArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 # -- list --------------------------------------------------------------------------
 
 
-class _Filters(BaseModel):
-    status: Status | None = None
-    priority: Priority | None = None
-    kind: Kind | None = None
-
-
 def list_escalations(
-    status: Annotated[str | None, typer.Option(help="open, acknowledged, paused, resolved or closed")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="open (not yet acknowledged), acknowledged, paused, resolved, closed, failed, terminated; "
+             "or active: every one not ended (open, acknowledged, paused, resolved)")] = None,
     priority: Annotated[str | None, typer.Option(help="P1–P4")] = None,
     level: Annotated[str | None, typer.Option(help="Current level id")] = None,
     customer_id: Annotated[str | None, typer.Option(help="Customer id")] = None,
     category: Annotated[str | None, typer.Option(help="Category")] = None,
     kind: Annotated[str | None, typer.Option(help="functional, hierarchical or priority")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many")] = 100,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
 ) -> None:
-    """Escalations from Temporal visibility (closed ones included unless --status narrows)."""
-    filters = _command(lambda: _Filters(status=status, priority=priority, kind=kind))
+    """Escalations from Temporal visibility, newest first (ended ones included unless --status narrows).
+
+    The ticket id is always shown whole; columns that do not fit the terminal are left out
+    (named under the table; --json has every field).
+    """
+    from escalations import client as ec
+    from escalations.cli import listing
+
+    filters = _command(lambda: listing.Filters(status=status, priority=priority, kind=kind))
 
     async def action(connection: Connection, client: Client) -> None:
+        # One more than asked: whether there are more is worth saying, never a guessed total.
         items = await ec.list_escalations(
             client, status=filters.status, priority=filters.priority, level=level, customer_id=customer_id,
-            category=category, kind=filters.kind, limit=limit)
-        now = datetime.now(timezone.utc)
-        table = Table(title=f"Escalations ({len(items)})", title_justify="left")
-        for column in ("ticket", "status", "prio", "level", "customer", "category", "kind", "SLA",
-                       "next deadline", "started", "closed"):
-            table.add_column(column)
-        for item in items:
-            table.add_row(
-                item.ticket_id, item.status or "?", item.priority or "?", item.level or "?",
-                item.customer_id or "?", item.category or "?", item.kind or "?",
-                "BREACHED" if item.sla_breached else "ok",
-                relative(item.next_deadline, now) if item.next_deadline else "—",
-                f"{item.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC",
-                f"{item.closed_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC" if item.closed_at else "—",
-            )
-        _console().print(table)
+            category=category, kind=filters.kind, limit=limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        if as_json:
+            typer.echo(listing.as_json(items, more=more))
+            return
+        console = _console()
+        if not items:
+            console.print("no escalation matches")
+            return
+        console.print(listing.table(items, now=datetime.now(UTC), more=more, console=console))
 
     _run(data_dir, action)

@@ -10,23 +10,18 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from escalations.cli.failing import fail
-from escalations.connect import (
-    DEFAULT_DATA_DIR,
-    StackNotFound,
-    require_database,
-    resolve,
-)
+from escalations.cli.failing import DataDirOption, fail, guarded
+from escalations.cli.failing import data_dir as choose_data_dir
 
 T = TypeVar("T")
 
-DataDir = Annotated[Path, typer.Option(help="Find the database in DIR/stack.json")]
+DataDir = DataDirOption
 
 
 def register(app: typer.Typer) -> None:
-    app.command("kpis")(kpis)
-    app.command("csat")(csat)
-    app.command("rebuild-read-model")(rebuild_read_model)
+    app.command("kpis")(guarded(kpis))
+    app.command("csat")(guarded(csat))
+    app.command("rebuild-read-model")(guarded(rebuild_read_model))
 
 
 def _moment(value: str | None, option: str, now: datetime) -> datetime | None:
@@ -51,14 +46,15 @@ def _moment(value: str | None, option: str, now: datetime) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _run_with_database(data_dir: Path, work: Callable[..., Awaitable[T]]) -> T:
+def _run_with_database(data_dir: Path | None, work: Callable[..., Awaitable[T]]) -> T:
     """Connect (environment first, then DIR/stack.json), run ``work(conn)``, map failures."""
     import asyncpg
 
+    from escalations.connect import StackNotFound, require_database, resolve
     from escalations.db.pool import create_pool
 
     try:
-        url = require_database(resolve(data_dir))
+        url = require_database(resolve(choose_data_dir(data_dir)))
     except StackNotFound as exc:
         fail(str(exc))
 
@@ -103,9 +99,10 @@ def kpis(
     contract: Annotated[
         str | None, typer.Option(help="Only escalations under this contract key ('none': under no contract)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as JSON (the schema: docs/cli.md#json-output)")] = False,
     chart: Annotated[Path | None, typer.Option(help="Also draw the KPIs into this PNG file")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Escalation KPIs: SLA, time to resolution, CSAT, repeats, frequency by category and level, per contract."""
     from pydantic import ValidationError
@@ -214,7 +211,7 @@ def csat(
     ticket_id: Annotated[str, typer.Argument(help="Ticket whose latest escalation is rated")],
     score: Annotated[int, typer.Option(help="1 (very unhappy) to 5 (very happy)")],
     comment: Annotated[str | None, typer.Option(help="The customer's words")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Record the customer's CSAT score for the ticket's latest (resolved) escalation."""
     from pydantic import ValidationError
@@ -238,7 +235,7 @@ def csat(
                f"(escalation {result.escalation_id}) at {result.received_at.isoformat()}")
 
 
-def rebuild_read_model(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def rebuild_read_model(data_dir: DataDir = None) -> None:
     """Truncate the escalations read model and replay it from escalation_events."""
     from escalations.db.eventstore import rebuild, sizes
     from escalations.db.projection import ProjectionError

@@ -21,34 +21,45 @@ import zoneinfo
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from temporalio.client import Client, WorkflowExecution, WorkflowHistory
-from temporalio.service import RPCError, RPCStatusCode
 
-from escalations import connect
-from escalations.cli.failing import fail, one_line
-from escalations.connect import DEFAULT_DATA_DIR, Connection, temporal_client
-from schemas.keys import (
-    ESCALATION_WORKFLOW,
-    HOUSEKEEPING_WORKFLOW,
-    POSTMORTEM_WORKFLOW,
-    SWEEP_WORKFLOW,
-)
+from escalations.cli.failing import DataDirOption, fail, guarded, one_line
+from escalations.cli.failing import data_dir as choose_data_dir
+
+# The Temporal client and the workflow names (schemas.keys loads temporalio) are imported by
+# the functions that use them: `escalations --help` needs neither.
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowExecution, WorkflowHistory
+
+    from escalations.connect import Connection
 
 CONNECT_TIMEOUT = 15.0
 USAGE_ERROR = 2  # also click's code for a bad option
 REASON_WIDTH = 300  # a failure's reason on the text output is cut here (JSON has it whole)
 
-WORKFLOW_TYPES = (ESCALATION_WORKFLOW, POSTMORTEM_WORKFLOW, SWEEP_WORKFLOW, HOUSEKEEPING_WORKFLOW)
-STUCK_QUERY = f"WorkflowType = '{ESCALATION_WORKFLOW}' AND ExecutionStatus = 'Running'"
+
+def workflow_types() -> tuple[str, ...]:
+    from schemas.keys import (
+        ESCALATION_WORKFLOW,
+        HOUSEKEEPING_WORKFLOW,
+        POSTMORTEM_WORKFLOW,
+        SWEEP_WORKFLOW,
+    )
+
+    return (ESCALATION_WORKFLOW, POSTMORTEM_WORKFLOW, SWEEP_WORKFLOW, HOUSEKEEPING_WORKFLOW)
+
+
+def stuck_query() -> str:
+    from schemas.keys import ESCALATION_WORKFLOW
+
+    return f"WorkflowType = '{ESCALATION_WORKFLOW}' AND ExecutionStatus = 'Running'"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("replay")(replay)
-    app.command("repair")(repair_command)
+    app.command("replay")(guarded(replay))
+    app.command("repair")(guarded(repair_command))
 
 
 def default_query(now: datetime) -> str:
@@ -56,7 +67,7 @@ def default_query(now: datetime) -> str:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     since = (now - timedelta(days=1)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    types = ",".join(f"'{name}'" for name in WORKFLOW_TYPES)
+    types = ",".join(f"'{name}'" for name in workflow_types())
     return f"WorkflowType IN ({types}) AND (ExecutionStatus = 'Running' OR CloseTime > '{since}')"
 
 
@@ -140,6 +151,8 @@ async def replay_matching(
     on_skip: Callable[[str], None] = lambda message: None,
 ) -> Summary:
     """Replay every execution matching ``query``, one history in memory at a time."""
+    from temporalio.service import RPCError, RPCStatusCode
+
     summary = Summary()
     try:
         listing = aiter(client.list_workflows(query, limit=limit))
@@ -205,6 +218,8 @@ def _fail(message: str) -> NoReturn:
 
 
 async def _connect(connection: Connection) -> Client:
+    from escalations.connect import temporal_client
+
     target = connection.temporal.get("target_host")
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -228,19 +243,21 @@ def replay(
              "escalation, postmortem and sweep, and those closed in the last day)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay at most this many histories")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary: replayed, failed")] = False,
-    data_dir: Annotated[Path, typer.Option(
-        "--data-dir", envvar="ESCALATION_DATA_DIR",
-        help="Find the stack in DIR/stack.json (after the environment)")] = DEFAULT_DATA_DIR,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Replay recorded histories against the installed workflow code (run it before deploying).
 
     Exit 0: every history replayed; 1: some failed (each is named); 2: usage or connection error.
     """
+    from temporalio.service import RPCError
+
+    from escalations import connect
+
     query = query if query is not None else default_query(datetime.now(timezone.utc))
     if not query.strip():
         _fail("--query is empty")
     try:
-        connection = connect.resolve(data_dir)
+        connection = connect.resolve(choose_data_dir(data_dir))
     except (ValueError, OSError, RuntimeError) as err:  # a bad stack.json or profile; StackNotFound
         _fail(f"cannot read the stack's settings: {err}")
 
@@ -273,23 +290,26 @@ def replay(
 
 
 def repair_command(
-    query: Annotated[str, typer.Option(
-        "--query", "-q", metavar="QUERY", help="Visibility query of the runs to check")] = STUCK_QUERY,
+    query: Annotated[str | None, typer.Option(
+        "--query", "-q", metavar="QUERY", show_default=False,
+        help="Visibility query of the runs to check (default: every running escalation)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only name the stuck runs and their reset points")] = False,
-    data_dir: Annotated[Path, typer.Option(
-        "--data-dir", envvar="ESCALATION_DATA_DIR",
-        help="Find the stack in DIR/stack.json (after the environment)")] = DEFAULT_DATA_DIR,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Repair escalation runs that no longer replay: reset each to its last good task, then upgrade it.
 
     Needs the database (DATABASE_URL or the dev stack's) and a worker running the installed code.
     Exit 0: nothing stuck or everything repaired; 1: a run could not be repaired; 2: usage error.
     """
+    from temporalio.service import RPCError
+
+    from escalations import connect
     from escalations.db.pool import create_pool
     from escalations.repair import NotRepairable, repair, reset_point
 
+    query = stuck_query() if query is None else query
     try:
-        connection = connect.resolve(data_dir)
+        connection = connect.resolve(choose_data_dir(data_dir))
         database_url = connect.require_database(connection)
     except (ValueError, OSError, RuntimeError) as err:
         _fail(str(err))

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from escalations.connect import (
-    DEFAULT_DATA_DIR,
-    StackNotFound,
-    require_database,
-    resolve,
-)
+from escalations.cli.failing import DataDirOption, guarded
+from escalations.cli.failing import data_dir as choose_data_dir
 
 
 def register(app: typer.Typer) -> None:
-    app.command("worker")(worker)
-    app.command("migrate")(migrate_command)
+    app.command("worker")(guarded(worker))
+    app.command("migrate")(guarded(migrate_command))
 
 
 def worker() -> None:
@@ -28,16 +22,11 @@ def worker() -> None:
     main()
 
 
-def migrate_command(
-    data_dir: Annotated[Path, typer.Option(help="Find the database in DIR/stack.json")] = DEFAULT_DATA_DIR,
-) -> None:
+def migrate_command(data_dir: DataDirOption = None) -> None:
     """Apply pending database migrations (DATABASE_URL or the dev stack's database)."""
+    from escalations.connect import require_database, resolve
     from escalations.db.migrate import migrate
 
-    try:
-        url = require_database(resolve(data_dir))
-    except StackNotFound as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    url = require_database(resolve(choose_data_dir(data_dir)))
     applied = asyncio.run(migrate(url))
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")

@@ -7,46 +7,33 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from temporalio.client import (
-    ScheduleOverlapPolicy,
-)
 
-from escalations.cli.failing import fail
-from escalations.connect import (
-    DEFAULT_DATA_DIR,
-    StackNotFound,
-    read_stack,
-    require_database,
-    resolve,
-    temporal_client,
-)
-from escalations.schedules import (
-    HOUSEKEEPING_EVERY,
-    SCHEDULE_ID,
-    install_housekeeping,
-    install_schedule,
-    sweep_every,
-)
-from schemas.durations import format_duration
-from schemas.policy import PolicyError, describe_errors
-from schemas.ticket import Ticket
+from escalations.cli.failing import DataDirOption, fail, guarded
+from escalations.cli.failing import data_dir as choose_data_dir
 
-DataDir = Annotated[Path, typer.Option(help="Find the stack in DIR/stack.json (after the environment)")]
+if TYPE_CHECKING:
+    from schemas.ticket import Ticket
+
+DataDir = DataDirOption
 
 tickets_app = typer.Typer(help="Tickets for the criteria sweep.", no_args_is_help=True)
 schedule_app = typer.Typer(help="The criteria sweep's Temporal Schedule.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
+    schedule_app.command("install")(guarded(install))
+    schedule_app.command("trigger")(guarded(trigger))
+    tickets_app.command("import")(guarded(import_tickets))
     app.add_typer(tickets_app, name="tickets")
     app.add_typer(schedule_app, name="schedule")
 
 
 def _policy_file(option: Path | None, data_dir: Path) -> str | None:
+    from escalations.connect import read_stack
+
     if option is not None:
         return str(option)
     if os.environ.get("ESCALATION_POLICY_FILE"):
@@ -55,21 +42,30 @@ def _policy_file(option: Path | None, data_dir: Path) -> str | None:
     return stack.policy_file if stack else None
 
 
-@schedule_app.command("install")
 def install(
     policy: Annotated[Path | None, typer.Option(
         help="Policy YAML (default: ESCALATION_POLICY_FILE, the dev stack's, or the packaged default)")] = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Create or update the schedules: `escalation-criteria-sweep` (every criteria.sweep_every) and
     `escalations-housekeeping` (every minute: runs that ended without closing)."""
+    from escalations.connect import resolve, temporal_client
     from escalations.policies import PolicySource
+    from escalations.schedules import (
+        HOUSEKEEPING_EVERY,
+        install_housekeeping,
+        install_schedule,
+        sweep_every,
+    )
+    from schemas.durations import format_duration
+    from schemas.policy import PolicyError
 
+    folder = choose_data_dir(data_dir)
     try:
-        loaded = PolicySource.from_setting(_policy_file(policy, data_dir)).load(None)
+        loaded = PolicySource.from_setting(_policy_file(policy, folder)).load(None)
     except PolicyError as exc:
         fail(str(exc))
-    connection = resolve(data_dir)
+    connection = resolve(folder)
 
     async def run() -> tuple[str, str]:
         client = await temporal_client(connection)
@@ -86,10 +82,14 @@ def install(
                f"on task queue {connection.task_queue}")
 
 
-@schedule_app.command("trigger")
-def trigger(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def trigger(data_dir: DataDir = None) -> None:
     """Run one sweep now (the schedule's overlap policy still applies)."""
-    connection = resolve(data_dir)
+    from temporalio.client import ScheduleOverlapPolicy
+
+    from escalations.connect import resolve, temporal_client
+    from escalations.schedules import SCHEDULE_ID
+
+    connection = resolve(choose_data_dir(data_dir))
 
     async def run() -> None:
         client = await temporal_client(connection)
@@ -104,6 +104,11 @@ def trigger(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 def parse_lines(lines: list[str]) -> tuple[list[tuple[int, Ticket]], list[str]]:
     """Validate every line (blank lines skipped): the tickets, and ``line N: ...`` errors."""
+    from pydantic import ValidationError
+
+    from schemas.policy import describe_errors
+    from schemas.ticket import Ticket
+
     tickets: list[tuple[int, Ticket]] = []
     errors: list[str] = []
     for number, line in enumerate(lines, start=1):
@@ -124,10 +129,9 @@ def parse_lines(lines: list[str]) -> tuple[list[tuple[int, Ticket]], list[str]]:
     return tickets, errors
 
 
-@tickets_app.command("import")
 def import_tickets(
     file: Annotated[Path, typer.Argument(help="JSON Lines: one ticket (POST /tickets body) per line")],
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Upsert tickets from FILE.jsonl. Every line is validated first: any invalid line, nothing imported."""
     try:
@@ -140,8 +144,10 @@ def import_tickets(
             typer.echo(error, err=True)
         invalid = len({e.split(":", 1)[0] for e in errors})
         fail(f"{invalid} invalid line(s) in {file}: nothing imported")
+    from escalations.connect import StackNotFound, require_database, resolve
+
     try:
-        url = require_database(resolve(data_dir))
+        url = require_database(resolve(choose_data_dir(data_dir)))
     except StackNotFound as exc:
         fail(str(exc))
 

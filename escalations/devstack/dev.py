@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
@@ -39,13 +40,19 @@ from temporalio.client import Client
 
 from escalations.api.server import ApiStartupError, serve
 from escalations.codec import format_keys
-from escalations.connect import StackInfo, write_stack
+from escalations.connect import StackInfo, remember_data_dir, write_stack
 from escalations.db.migrate import migrate
 from escalations.devstack import secrets
 from escalations.devstack.postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
     free_port,
+)
+from escalations.devstack.preflight import (
+    PreflightError,
+    check_ports,
+    usable_data_dir,
+    wanted_ports,
 )
 from escalations.devstack.processes import (
     Child,
@@ -75,6 +82,7 @@ from escalations.settings import (
 from escalations.temporal import connect
 from schemas.durations import format_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
+from schemas.policy import PolicyError
 from worker import run_worker
 
 log = logging.getLogger("escalations.dev")
@@ -86,7 +94,8 @@ class DevStackError(RuntimeError):
 
 # What a failed start or a give-up reports as a one-line error rather than a traceback.
 EXPECTED_ERRORS = (StackBusy, SupervisionError, TemporalServerError, EmbeddedPostgresError,
-                   ApiStartupError, ConfigError, OSError)
+                   ApiStartupError, ConfigError, PolicyError, PreflightError, OSError,
+                   asyncpg.PostgresError, asyncpg.InterfaceError)  # DATABASE_URL's server refusing
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,9 @@ class DevOptions:
     ui_port: int = 8233
     api_port: int = 8000
     host: str = "127.0.0.1"
+    remember_in: Path | None = None
+    """Where to record this data dir once the stack is ready (``escalations.connect.remember_data_dir``),
+    so later commands find the stack without --data-dir."""
 
 
 DEV_ADMIN_TOKEN = "dev-admin"
@@ -243,6 +255,18 @@ async def _watch(supervisors: list[Supervisor], stop: asyncio.Event, failures: l
     stop.set()
 
 
+def _remember(options: DevOptions, data_dir: Path) -> None:
+    """Record the data dir for later commands; a failure costs only that convenience, so it is
+    logged and the stack runs on."""
+    if options.remember_in is None:
+        return
+    try:
+        remember_data_dir(options.remember_in, data_dir, os.getpid())
+    except OSError as exc:
+        log.warning("could not record the data dir in %s (later commands need --data-dir %s): %s",
+                    options.remember_in, data_dir, exc)
+
+
 async def run_dev(options: DevOptions, environ: Mapping[str, str], tracing: Tracing | None = None) -> None:
     """Run the stack until Ctrl-C/SIGTERM; DevStackError (one line) when it cannot start or
     has to give up. Whatever happens, everything it started is stopped on the way out.
@@ -250,8 +274,11 @@ async def run_dev(options: DevOptions, environ: Mapping[str, str], tracing: Trac
     data_dir = options.data_dir.resolve()
     # Private: it holds the secrets, Temporal's SQLite file (customer names and titles) and
     # the PostgreSQL cluster (which, run as root, opens it to its own group only).
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data_dir.chmod(0o700)
+    try:
+        usable_data_dir(data_dir)
+        data_dir.chmod(0o700)
+    except (PreflightError, OSError) as exc:
+        raise DevStackError(_one_line(exc)) from None
     run_dir = RunDir(data_dir)
     try:
         run_dir.lock()
@@ -277,6 +304,11 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
     policy_file = str(options.policy_file.resolve()) if options.policy_file else environ.get("ESCALATION_POLICY_FILE")
     source = PolicySource.from_setting(policy_file)
     policy = source.load(None)  # invalid policy: fail now, naming the key
+    # Before anything starts: what a killed stack of this data dir left running (it may hold
+    # the very ports asked for), then every port.
+    postgres_port = await _clean_up_after_dead_stack(run_dir, data_dir)
+    check_ports(wanted_ports(temporal_port=options.temporal_port, ui_port=options.ui_port,
+                             api_port=options.api_port, environ=environ), options.host)
     kept = stack_secrets(data_dir, environ)
 
     stop = asyncio.Event()
@@ -296,7 +328,6 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
 
     async def start_servers() -> tuple[str, dict[str, Any], Client]:
         """Postgres (own, adopted or external), migrations, Temporal; a connected client."""
-        postgres_port = await _clean_up_after_dead_stack(run_dir, data_dir)
         database_url = environ.get("DATABASE_URL")
         if database_url:
             console.print("postgres: DATABASE_URL (not started or stopped by this stack)")
@@ -394,6 +425,7 @@ async def _run_locked(options: DevOptions, environ: Mapping[str, str], data_dir:
                 info = info.model_copy(update={"metrics_urls": {"api": f"{api_url}/metrics",
                                                                 "worker": f"{worker_metrics[0]}/metrics"}})
                 path = write_stack(data_dir, info)
+                _remember(options, data_dir)
                 console.print(_summary(info, path))
                 console.print(f"policy {policy.name} v{policy.version} · stack.json: {path}")
                 console.print("Ctrl-C stops everything.")

@@ -27,9 +27,11 @@ DOWN: tuple[type[BaseException], ...] = (AssertionError, httpx.HTTPError, OSErro
 
 def start_dev(data_dir: Path, ports: dict[str, int], log: Path,
               environ: dict[str, str] | None = None) -> subprocess.Popen:
-    """``escalations dev`` as a subprocess, in a clean environment plus ``environ``."""
+    """``escalations dev`` as a subprocess, in a clean environment plus ``environ``; it remembers
+    its data dir under ``state_home(data_dir)``, never the user's own state dir."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("TEMPORAL_", "ESCALATION_")) and key != "DATABASE_URL"}
+    env["XDG_STATE_HOME"] = str(state_home(data_dir))
     env.update(environ or {})
     return subprocess.Popen(
         [sys.executable, "-m", "starter", "dev", "--data-dir", str(data_dir),
@@ -37,6 +39,11 @@ def start_dev(data_dir: Path, ports: dict[str, int], log: Path,
          "--temporal-port", str(ports["temporal"]), "--ui-port", str(ports["ui"]), "--api-port", str(ports["api"])],
         cwd=data_dir.parent, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
+
+
+def state_home(data_dir: Path) -> Path:
+    """The ``XDG_STATE_HOME`` of a dev stack started by ``start_dev`` (beside its data dir)."""
+    return data_dir.parent / "xdg-state"
 
 
 def wait_for_stack(data_dir: Path, process: subprocess.Popen, log: Path, timeout: float = 90) -> dict:
