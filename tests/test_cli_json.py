@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers.cli_schemas import schema, validate
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.paths import ROOT
 from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
@@ -24,7 +25,7 @@ def cli(client, task_queue, database_url, tmp_path):
     runner = CliRunner()
     env = {"TEMPORAL_ADDRESS": client.service_client.config.target_host, "TEMPORAL_NAMESPACE": client.namespace,
            "ESCALATION_TASK_QUEUE": task_queue, "DATABASE_URL": database_url, "ESCALATION_DATA_DIR": None,
-           "XDG_STATE_HOME": str(tmp_path / "state"), "COLUMNS": "120"}
+           **TEST_ENV, "XDG_STATE_HOME": str(tmp_path / "state"), "COLUMNS": "120"}
 
     async def run(*args: str) -> str:
         result = await asyncio.to_thread(runner.invoke, app, [*args, "--data-dir", str(tmp_path)], env=env)

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from escalations.cli import listing
 from escalations.client import EscalationSummary, visibility_query
 from tests.helpers.cli_schemas import validate
+from tests.helpers.codec import TEST_ENV
 from tests.helpers.paths import TESTS
 from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
@@ -122,7 +123,7 @@ def cli(client, task_queue, database_url, tmp_path):
     runner = CliRunner()
     env = {"TEMPORAL_ADDRESS": client.service_client.config.target_host, "TEMPORAL_NAMESPACE": client.namespace,
            "ESCALATION_TASK_QUEUE": task_queue, "DATABASE_URL": database_url, "ESCALATION_DATA_DIR": None,
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+           **TEST_ENV, "XDG_STATE_HOME": str(tmp_path / "state")}
 
     async def run(*args: str, columns: int = 200):
         result = await asyncio.to_thread(runner.invoke, app, [*args, "--data-dir", str(tmp_path)],

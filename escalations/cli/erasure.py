@@ -17,30 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from temporalio.api.common.v1 import WorkflowExecution as ExecutionRef
-from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
-from escalations import connect
-from escalations.cli.failing import fail, one_line
-from escalations.client import SLUG_PATTERN
-from escalations.connect import DEFAULT_DATA_DIR
-from escalations.db.erasure import erase_customer
-from escalations.db.pool import create_pool
-from schemas import keys
-from schemas.escalation import postmortem_id_for
+from escalations.cli.failing import DataDirOption, fail, guarded, one_line
+from escalations.cli.failing import data_dir as choose_data_dir
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowExecution
 
 USAGE_ERROR = 2
 CONNECT_TIMEOUT = 15.0
 
 
 def register(app: typer.Typer) -> None:
-    app.command("erase-customer")(erase_customer_command)
+    app.command("erase-customer")(guarded(erase_customer_command))
 
 
 class Refused(Exception):
@@ -49,6 +41,9 @@ class Refused(Exception):
 
 async def customer_runs(client: Client, customer_id: str, more_tickets: list[str]) -> list[WorkflowExecution]:
     """Every run of the customer's escalations and of their postmortems, in Temporal."""
+    from schemas import keys
+    from schemas.escalation import postmortem_id_for
+
     runs = [run async for run in client.list_workflows(
         f"WorkflowType = '{keys.ESCALATION_WORKFLOW}' AND {keys.CUSTOMER.name} = '{customer_id}'")]
     tickets = {run.id.removeprefix("escalation-") for run in runs} | set(more_tickets)
@@ -59,6 +54,14 @@ async def customer_runs(client: Client, customer_id: str, more_tickets: list[str
 
 async def erase(client: Client, database_url: str, customer_id: str, *, dry_run: bool) -> tuple[list[str], dict[str, int]]:
     """Delete (or plan to delete) the customer's runs and rows; the runs' ids and the rows per table."""
+    from temporalio.api.common.v1 import WorkflowExecution as ExecutionRef
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from escalations.db.erasure import erase_customer
+    from escalations.db.pool import create_pool
+
     pool = await create_pool(database_url, min_size=0, max_size=2)
     try:
         planned = await erase_customer(pool, customer_id, dry_run=True)
@@ -85,14 +88,19 @@ async def erase(client: Client, database_url: str, customer_id: str, *, dry_run:
 def erase_customer_command(
     customer_id: Annotated[str, typer.Argument(metavar="CUSTOMER_ID", help="The customer's id (as in CustomerId)")],
     yes: Annotated[bool, typer.Option("--yes", help="Delete; without it, only print what would go")] = False,
-    data_dir: Annotated[Path, typer.Option(help="Find the stack in DIR/stack.json")] = DEFAULT_DATA_DIR,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Delete one customer's escalations from Temporal and PostgreSQL (refused while one runs)."""
+    from temporalio.service import RPCError
+
+    from escalations import connect
+    from escalations.client import SLUG_PATTERN
+
     if not re.fullmatch(SLUG_PATTERN, customer_id):
         fail(f"customer id must match {SLUG_PATTERN} (it is quoted into a visibility query), got {customer_id!r}; "
              "for other ids follow docs/security.md by hand", USAGE_ERROR)
     try:
-        connection = connect.resolve(data_dir)
+        connection = connect.resolve(choose_data_dir(data_dir))
         database_url = connect.require_database(connection)
     except (ValueError, OSError, RuntimeError) as err:
         fail(err, USAGE_ERROR)

@@ -44,6 +44,8 @@ def describe_expected(err: BaseException) -> str | None:
         return str(err)
     if _is(err, "schemas.policy", "PolicyError"):
         return str(err)
+    if _is(err, "escalations.codec", "PayloadDecryptionError"):
+        return str(err)  # names the key id that is missing, never key material
     if _is(err, "escalations.client", "EscalationError"):
         return err.message  # type: ignore[attr-defined]
     if _is(err, "temporalio.service", "RPCError"):

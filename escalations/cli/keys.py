@@ -18,35 +18,32 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
-from escalations import connect
-from escalations.cli.failing import fail, one_line
-from escalations.codec import PLAIN, key_ids_in, new_key_entry
-from escalations.connect import DEFAULT_DATA_DIR
-from schemas.durations import format_duration
+from escalations.cli.failing import DataDirOption, fail, guarded, one_line
+from escalations.cli.failing import data_dir as choose_data_dir
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 USAGE_ERROR = 2
 CONNECT_TIMEOUT = 15.0
 
-keys_app = typer.Typer(help="Payload encryption keys (docs/security.md).", no_args_is_help=True)
-
-
 def register(app: typer.Typer) -> None:
+    keys_app = typer.Typer(help="Payload encryption keys (docs/security.md).", no_args_is_help=True)
+    keys_app.command("generate")(guarded(generate))
+    keys_app.command("usage")(guarded(usage_command))
     app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command("generate")
 def generate(
     prefix: Annotated[str, typer.Option(help="Start of the key id (then the date and 4 hex digits)")] = "k",
 ) -> None:
     """Print a new key entry, ``id:base64`` (32 random bytes), for ESCALATION_ENCRYPTION_KEYS."""
+    from escalations.codec import new_key_entry
+
     typer.echo(new_key_entry(prefix))
 
 
@@ -71,6 +68,12 @@ class Usage:
 
 async def key_usage(client: Client, query: str | None, limit: int | None) -> Usage:
     """Which keys the histories matching ``query`` and the schedules' actions are encrypted with."""
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from escalations.codec import key_ids_in
+
     usage = Usage()
     async for execution in client.list_workflows(query or "", limit=limit):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
@@ -103,20 +106,26 @@ async def key_usage(client: Client, query: str | None, limit: int | None) -> Usa
 
 
 def _label(key_id: str) -> str:
+    from escalations.codec import PLAIN
+
     return "not encrypted" if key_id == PLAIN else f"key {key_id}"
 
 
-@keys_app.command("usage")
 def usage_command(
     query: Annotated[str | None, typer.Option(
         "--query", "-q", metavar="QUERY", help="Visibility query of the executions to read (default: all)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Read at most this many histories")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-    data_dir: Annotated[Path, typer.Option(help="Find the stack in DIR/stack.json")] = DEFAULT_DATA_DIR,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Per key id, how many runs (running ones too) and schedules hold payloads encrypted with it."""
+    from temporalio.service import RPCError
+
+    from escalations import connect
+    from schemas.durations import format_duration
+
     try:
-        connection = connect.resolve(data_dir)
+        connection = connect.resolve(choose_data_dir(data_dir))
     except (ValueError, OSError, RuntimeError) as err:
         fail(err, USAGE_ERROR)
 
