@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import zoneinfo
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -50,6 +49,7 @@ from escalations.settings import (
     NotificationSettings,
     TelemetrySettings,
     WorkerSettings,
+    pin_zone_database,
     temporal_connect_config,
 )
 from escalations.temporal import connect
@@ -122,7 +122,7 @@ def build_replayer(data_converter: DataConverter, strict_sandbox: bool = True) -
     """A replayer that runs this worker's workflows exactly as the worker does (same sandbox),
     decoding with ``data_converter`` (a client's ``client.data_converter``, or
     ``escalations.temporal.data_converter(codec)``: the keys the histories were written with)."""
-    zoneinfo.reset_tzpath(to=())  # the pinned tzdata, as run_worker uses
+    pin_zone_database()  # as run_worker does
     settings = WorkerSettings.of(task_queue="replay", database_url="", strict_sandbox=strict_sandbox)
     return Replayer(
         workflows=list(WORKFLOWS),
@@ -185,9 +185,7 @@ async def run_worker(settings: WorkerSettings, notification_settings: Notificati
     Shutting down, polling stops at once and running activities get ``settings.shutdown_grace``
     seconds to finish before they are cancelled; the endpoint answers until the end
     (``/readyz`` 503 from the start of the shutdown)."""
-    # Calendar maths must give the same answers on every worker and on replay: use the
-    # pinned `tzdata` package's zone database, never whatever the host happens to have.
-    zoneinfo.reset_tzpath(to=())
+    pin_zone_database()
     source = PolicySource.from_setting(settings.policy_file)
     source.load(None)  # an invalid default policy fails here, at start-up, with the key named
     if stop is None:

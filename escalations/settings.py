@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +51,17 @@ from pydantic_settings import (
 
 from schemas.durations import parse_duration
 from schemas.keys import DEFAULT_TASK_QUEUE
+
+
+def pin_zone_database() -> None:
+    """Use the pinned ``tzdata`` package's zone database, never the host's.
+
+    Calendar and rotation maths must give the same answers on every worker, on replay and in
+    the API whatever tzdata the host has (tzdata 2026 moved Cuba to year-round UTC-4, for one).
+    Zones already loaded stay cached, so processes call this first thing at start-up.
+    """
+    zoneinfo.reset_tzpath(to=())
+    zoneinfo.ZoneInfo.clear_cache()
 
 
 class ConfigError(ValueError):

@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from escalations.db.pool import create_pool
 from escalations.exiting import exit_now
+from escalations.settings import pin_zone_database
 from escalations.devstack.postgres import EmbeddedPostgres
 from escalations.temporal import data_converter
 from schemas import keys
@@ -36,6 +37,10 @@ from tests.helpers.codec import TEST_CODEC
 from tests.helpers.databases import create_database, create_template, drop_database
 from tests.helpers.servers import binary, server_fault
 from tests.helpers.workers import WorkerFactory, running_worker
+
+# The worker and the API pin the tzdata package's zone database; expected local times in the
+# tests come from the same one, whichever test happens to start a worker first.
+pin_zone_database()
 
 
 # -- Temporal ---------------------------------------------------------------

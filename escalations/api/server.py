@@ -13,7 +13,7 @@ import uvicorn
 from escalations.api.app import create_app
 from escalations.observability.sdk import SdkMetrics
 from escalations.observability.tracing import Tracing
-from escalations.settings import ApiSettings
+from escalations.settings import ApiSettings, pin_zone_database
 
 log = logging.getLogger("escalations.api")
 
@@ -63,6 +63,7 @@ async def serve(
     The lifespan runs here rather than inside uvicorn, so its errors surface as
     exceptions instead of uvicorn's ``sys.exit``.
     """
+    pin_zone_database()  # Freshdesk times are read in the same zone database as the worker's
     app = create_app(settings, sdk_metrics=SdkMetrics(), tracing=tracing)
     sock = bind(settings.host, settings.port)
     try:
