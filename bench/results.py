@@ -35,12 +35,20 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
 
 @dataclass
 class Target:
+    """One goal, judged on ``value`` against ``limit``.
+
+    ``ours`` and ``bare`` are the two figures the judged value comes from (or sits beside),
+    both measured in the same run, as text with their units; ``value`` is then often their ratio.
+    """
+
     name: str
     goal: str
     value: float | None
     limit: float
     higher_is_better: bool = False
     unit: str = ""
+    ours: str | None = None
+    bare: str | None = None
 
     @property
     def met(self) -> bool | None:
@@ -50,7 +58,8 @@ class Target:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "goal": self.goal, "value": self.value, "limit": self.limit,
-                "higher_is_better": self.higher_is_better, "unit": self.unit, "met": self.met}
+                "higher_is_better": self.higher_is_better, "unit": self.unit, "met": self.met,
+                "ours": self.ours, "bare": self.bare}
 
 
 def write_result(results_dir: Path, scenario: str, *, mode: str, label: str, machine: dict[str, Any],

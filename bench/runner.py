@@ -53,6 +53,8 @@ async def run(*, quick: bool, scenarios: list[str] | None, results_dir: Path = R
         machine = machine_info()
         machine["postgres"] = stack.postgres_version
         machine["postgres_durable"] = True
+        # Which results came from the same invocation (the report says when a figure did not).
+        machine["invocation_started_at"] = utcnow().isoformat()
         ctx = Context(stack=stack, quick=quick, policies=stack.root / "policies", console=console,
                       outage_size=outage_size)
         for name in names:

@@ -152,9 +152,11 @@ async def run(ctx: Context) -> Outcome:
         config=p.__dict__,
         results={"ours": mine, "bare": theirs},
         targets=[
-            Target("escalations moved exactly once", f"{p.n} of {p.n}", mine["once"], p.n, higher_is_better=True),
+            Target("escalations moved exactly once", f"{p.n} of {p.n}", mine["once"], p.n, higher_is_better=True,
+                   ours=str(mine["once"]), bare=str(theirs["once"])),
             Target("max lateness after SIGKILL", f"<= downtime + 2 s ({limit:.1f} s)", mine["lateness"]["max"],
-                   limit, unit="s"),
+                   limit, unit="s", ours=f"{mine['lateness']['max']:g} s",
+                   bare=f"{theirs['lateness']['max']:g} s (downtime {theirs['downtime_seconds']:g} s)"),
         ],
         notes=[f"crash: {mine['failed_workflows']} escalation workflows failed"] if mine["failed_workflows"] else [],
     )

@@ -37,6 +37,7 @@ from bench.scenarios.common import (
     bounded,
     count,
     queue,
+    ratio,
     start_bare,
     start_escalation,
     wait_until,
@@ -91,7 +92,8 @@ def learn_rate(ctx: Context, side: str, n: int, seconds: float) -> None:
 LATENESS_SQL = """
 SELECT extract(epoch FROM e.recorded_at - (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz)::float8 AS late,
        extract(epoch FROM e.occurred_at - (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz)::float8 AS decided,
-       (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz AS deadline
+       (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz AS deadline,
+       e.recorded_at AS done
   FROM escalation_events o
   JOIN escalation_events e ON e.escalation_id = o.escalation_id AND e.type = 'escalated'
  WHERE o.type = 'opened'"""
@@ -143,6 +145,7 @@ async def ours(ctx: Context, v: Variant, memory_marks: tuple[int, ...] = ()) -> 
         rows = await run.pool.fetch(LATENESS_SQL)
         lag = [r[0] for r in await run.pool.fetch(LAG_SQL)]
         deadlines = [r["deadline"] for r in rows]
+        done = [r["done"] for r in rows]
         result = {
             "n": v.n,
             "lead_seconds": lead_s,
@@ -156,6 +159,7 @@ async def ours(ctx: Context, v: Variant, memory_marks: tuple[int, ...] = ()) -> 
             "lateness": percentiles([r["late"] for r in rows]),
             "decided": percentiles([r["decided"] for r in rows]),
             "worker_cpu_seconds_during_deadlines": round(cpu_used, 1),
+            **per_move(cpu_used, deadlines, done),
             "worker_rss_idle": idle_rss,
             "worker_rss": memory,
             "projection_lag": percentiles(lag),
@@ -235,8 +239,9 @@ async def bare(ctx: Context, v: Variant, memory_marks: tuple[int, ...] = ()) -> 
 
         all_moved = await wait_until(moved, timeout=max(wait, 30), interval=0.5)
         cpu_used = sum(worker_cpu(worker.pid)) - cpu_before
-        late = [r[0] for r in await run.pool.fetch(
-            "SELECT extract(epoch FROM at - deadline)::float8 FROM bench_bare WHERE step = 2")]
+        rows = await run.pool.fetch(
+            "SELECT extract(epoch FROM at - deadline)::float8 AS late, deadline, at FROM bench_bare WHERE step = 2")
+        late = [r["late"] for r in rows]
         return {
             "n": v.n,
             "lead_seconds": lead_s,
@@ -247,9 +252,56 @@ async def bare(ctx: Context, v: Variant, memory_marks: tuple[int, ...] = ()) -> 
             "starts_per_second": round(v.n / started_s, 1),
             "lateness": percentiles(late),
             "worker_cpu_seconds_during_deadlines": round(cpu_used, 1),
+            **per_move(cpu_used, [r["deadline"] for r in rows], [r["at"] for r in rows]),
             "worker_rss_idle": idle_rss,
             "worker_rss": memory,
         }
+
+
+def per_move(cpu_seconds: float, deadlines: list[datetime], done: list[datetime]) -> dict[str, Any]:
+    """Worker CPU per deadline acted on, and deadlines acted on per second.
+
+    CPU: the worker process's (and its children's) user + system time from the moment every
+    run had opened until every deadline had been acted on (or the wait timed out), divided
+    by the deadlines acted on. Rate: deadlines acted on / seconds from the first deadline to
+    the last action, a drain rate that only says something when they come due faster than
+    the worker can act (variant c).
+    """
+    moved = len(done)
+    span = (max(done) - min(deadlines)).total_seconds() if moved else None
+    return {
+        "worker_cpu_ms_per_move": round(1000 * cpu_seconds / moved, 2) if moved else None,
+        "moves_per_second": round(moved / span, 2) if span and span > 0 else None,
+        "first_deadline_to_last_move_seconds": round(span, 2) if span is not None else None,
+    }
+
+
+
+def goals(v: Variant, mine: dict[str, Any], theirs: dict[str, Any]) -> list[Target]:
+    """Issue #20's goals measured by this variant: lateness and CPU on (a), capacity on (c)."""
+    if v.name == "a":
+        p99, bare_p99 = mine["lateness"]["p99"], theirs["lateness"]["p99"]
+        limit = min(v.target_p99, bare_p99) if bare_p99 is not None else v.target_p99
+        cpu, bare_cpu = mine["worker_cpu_ms_per_move"], theirs["worker_cpu_ms_per_move"]
+        return [
+            Target("lateness a p99, ours (bare beside)",
+                   f"p99 <= {v.target_p99:g} s and <= bare's p99" + (f" ({bare_p99:g} s)" if bare_p99 is not None else ""),
+                   p99, limit, unit="s", ours=_unit(p99, "s"), bare=_unit(bare_p99, "s")),
+            Target("worker CPU per auto-escalation / per bare timer (variant a)", "<= 1.2x", ratio(cpu, bare_cpu),
+                   1.2, unit="x", ours=_unit(cpu, "ms"), bare=_unit(bare_cpu, "ms")),
+        ]
+    if v.name == "c":
+        rate, bare_rate = mine["moves_per_second"], theirs["moves_per_second"]
+        return [Target("auto-escalations/s / bare timers/s (variant c, capacity)", ">= 0.9x",
+                       ratio(rate, bare_rate), 0.9, higher_is_better=True, unit="x",
+                       ours=_unit(rate, "/s"), bare=_unit(bare_rate, "/s"))]
+    return []
+
+
+def _unit(value: float | None, unit: str) -> str | None:
+    if value is None:
+        return None
+    return f"{value:g}{unit}" if unit == "/s" else f"{value:g} {unit}"
 
 
 def memory_marks(ctx: Context) -> tuple[int, ...]:
@@ -268,8 +320,7 @@ async def run(ctx: Context) -> Outcome:
         theirs = await bare(ctx, v, marks)
         results[v.name] = {"title": v.title, "n": v.n, "window_seconds": v.window, "ours": mine, "bare": theirs}
         ctx.say(f"lateness {v.name}: ours p99 {mine['lateness']['p99']}s, bare p99 {theirs['lateness']['p99']}s")
-        targets.append(Target(f"lateness {v.name} p99", f"p99 <= {v.target_p99:g} s", mine["lateness"]["p99"],
-                              v.target_p99, unit="s"))
+        targets += goals(v, mine, theirs)
         for side, got in (("ours", mine), ("bare", theirs)):
             if not got["all_moved"]:
                 notes.append(f"lateness {v.name}: {side} moved only {got['moved']} of {v.n} before the timeout")

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench import policies
-from bench.results import Target, percentiles
+from bench.results import percentiles
 from bench.scenarios.common import (
     Context,
     Outcome,
@@ -111,6 +111,7 @@ async def run(ctx: Context) -> Outcome:
     return Outcome(
         config={"n": n, "concurrency": CONCURRENCY, "read_model_poll_seconds": POLL, "ack_within_seconds": 1.0},
         results=results,
-        targets=[Target("lifecycles / bare runs per second", ">= 0.4x", results["ours_vs_bare"], 0.4,
-                        higher_is_better=True, unit="x")],
+        # Not one of issue #20's goals (a lifecycle is five commands, a bare run none): the
+        # capacity goal is judged on auto-escalations alone, in scenario 3's variant (c).
+        targets=[],
     )
