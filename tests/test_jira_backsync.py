@@ -237,8 +237,9 @@ async def test_comments_and_transitions_come_back_to_the_escalation(stack: Stack
     assert (await stack.state(ticket)).counts.notes == 1
 
     async def recorded() -> dict[str, Any]:
-        [note] = await stack.events(escalation_id, "note_added")
-        return note
+        notes = await stack.events(escalation_id, "note_added")
+        assert len(notes) == 1, notes  # projected a moment after the update answered
+        return notes[0]
 
     note = await eventually(recorded)
     assert note["author"] == "Priya Raman" and note["via"] == f"jira:{PRIYA}"
