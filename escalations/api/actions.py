@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse
 
-from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, signed
+from escalations.api.deps import settings_of, signed, timeouts_of
 from escalations.api.problems import classify_fault
 from escalations.api.responders import Ready, Refused, Responders
 from escalations.links import ACTIONS_PATH, ActionSigner, ActionToken, InvalidLink
@@ -67,11 +67,12 @@ NOTE_FIELD = "text"
 
 
 def _responders(request: Request) -> Responders:
-    return Responders(get_client(request), get_pool(request), get_policies(request), get_timeouts(request))
+    return Responders(request.app.state.client, request.app.state.pool, request.app.state.policies,
+                      timeouts_of(request))
 
 
 def _token(request: Request, action: str, token: str) -> ActionToken:
-    keys = get_settings(request).action_keys
+    keys = settings_of(request).action_keys
     if not keys:
         raise Refused(503, "Action links are off", "this API has no ESCALATION_ACTION_KEY, so it cannot check "
                                                    "links; act with the API or the command line")

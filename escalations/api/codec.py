@@ -54,7 +54,7 @@ class CodecPayloads(BaseModel):
 router = APIRouter(prefix=PREFIX, tags=["codec"])
 
 
-def _codec(request: Request) -> EncryptionCodec:
+async def _codec(request: Request) -> EncryptionCodec:
     return request.app.state.codec
 
 

@@ -29,27 +29,37 @@ from schemas.escalation import server_set_fields
 BEARER_CHALLENGE = 'Bearer realm="escalations"'
 
 
-def get_settings(request: Request) -> ApiSettings:
+def settings_of(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def get_client(request: Request) -> Client:
+def timeouts_of(request: Request) -> ec.Timeouts:
+    """The bounds of Temporal calls, from the settings (see ApiSettings)."""
+    settings = settings_of(request)
+    return ec.Timeouts(rpc=settings.temporal_rpc_timeout, workflow=settings.command_timeout,
+                       probe=min(settings.probe_timeout, settings.temporal_rpc_timeout))
+
+
+# The dependencies are coroutines although they only read the app's state: FastAPI runs a
+# plain ``def`` dependency in its thread pool, one thread hop per dependency per request.
+async def get_settings(request: Request) -> ApiSettings:
+    return settings_of(request)
+
+
+async def get_client(request: Request) -> Client:
     return request.app.state.client
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool
 
 
-def get_policies(request: Request) -> PolicySource:
+async def get_policies(request: Request) -> PolicySource:
     return request.app.state.policies
 
 
-def get_timeouts(request: Request) -> ec.Timeouts:
-    """The bounds of Temporal calls, from the settings (see ApiSettings)."""
-    settings = get_settings(request)
-    return ec.Timeouts(rpc=settings.temporal_rpc_timeout, workflow=settings.command_timeout,
-                       probe=min(settings.probe_timeout, settings.temporal_rpc_timeout))
+async def get_timeouts(request: Request) -> ec.Timeouts:
+    return timeouts_of(request)
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def authenticate(request: Request) -> ApiToken:
         raise _unauthorized("a bearer token is required: Authorization: Bearer <token>")
     digest = token_digest(token).encode()
     found: ApiToken | None = None
-    for known in get_settings(request).api_tokens:
+    for known in settings_of(request).api_tokens:
         if hmac.compare_digest(digest, known.sha256.encode()):
             found = known
     if found is None:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client
 
 from escalations import client as escalations
-from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, signed
+from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, settings_of, signed
 from escalations.api.media import json_body_only
 from escalations.api.problems import Problem, ProblemError, field_errors, malformed_json
 from escalations.api.responses import DESCRIPTIONS
@@ -91,7 +91,7 @@ def _unauthorized(detail: str) -> ProblemError:
 
 async def verified_jira_body(request: Request) -> bytes:
     """The raw body, once ``X-Hub-Signature`` is ``sha256=`` + HMAC-SHA256 of it with the secret."""
-    configured = get_settings(request).jira_webhook_secret
+    configured = settings_of(request).jira_webhook_secret
     secret = configured.get_secret_value().encode() if configured is not None else b""
     if not secret:
         raise ProblemError(503, f"Jira back-sync is not configured: set {SECRET_VARIABLE}",

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from slack_sdk.signature import SignatureVerifier
 
 from escalations import client as ec
-from escalations.api.deps import get_client, get_policies, get_pool, get_settings, get_timeouts, signed
+from escalations.api.deps import settings_of, signed, timeouts_of
 from escalations.api.problems import Problem, ProblemError, classify_fault
 from escalations.api.responders import Refused, Responders
 from escalations.links import ActionSigner, InvalidLink, is_loopback_http
@@ -88,7 +88,7 @@ def verify_slack_request(secret: str, body: bytes, headers: Mapping[str, str]) -
                      "type": "string", "description": "Slack's interaction payload (JSON), type block_actions"}}}}}}})
 async def slack_interactions(request: Request) -> SlackAccepted:
     """Verify Slack's signature, answer at once, then act on a press and report to ``response_url``."""
-    settings = get_settings(request)
+    settings = settings_of(request)
     if settings.slack_signing_secret is None:
         raise ProblemError(503, "Slack interactivity is not configured: set ESCALATION_SLACK_SIGNING_SECRET",
                            slug="slack-not-configured")
@@ -104,7 +104,8 @@ async def slack_interactions(request: Request) -> SlackAccepted:
     if not settings.action_keys:
         raise ProblemError(503, "action links are not configured: set ESCALATION_ACTION_KEY", slug="links-off")
     token, user_id, response_url = press
-    responders = Responders(get_client(request), get_pool(request), get_policies(request), get_timeouts(request))
+    responders = Responders(request.app.state.client, request.app.state.pool, request.app.state.policies,
+                      timeouts_of(request))
     task = asyncio.create_task(_act(request.app, responders, token, user_id, response_url),
                                name=f"slack-press-{user_id}")
     background: set[asyncio.Task[None]] = request.app.state.background

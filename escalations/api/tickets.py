@@ -29,7 +29,7 @@ import asyncpg
 from fastapi import APIRouter, Body, Depends, Request, Response
 from pydantic import SecretStr, ValidationError
 
-from escalations.api.deps import TICKETS, get_pool, get_settings, signed
+from escalations.api.deps import TICKETS, get_pool, get_settings, settings_of, signed
 from escalations.api.media import json_body_only
 from escalations.api.problems import (
     Problem,
@@ -184,7 +184,7 @@ async def post_zendesk_ticket(
 
 async def require_freshdesk_secret(request: Request) -> None:
     """503 while no secret is configured; 401 unless ``X-Freshdesk-Secret`` holds it (constant time)."""
-    secret = _secret(get_settings(request).freshdesk_webhook_secret)
+    secret = _secret(settings_of(request).freshdesk_webhook_secret)
     if secret is None:
         raise _not_configured("Freshdesk", "ESCALATION_FRESHDESK_WEBHOOK_SECRET")
     presented = request.headers.get(FRESHDESK_SECRET_HEADER)
@@ -222,7 +222,7 @@ async def post_freshdesk_ticket(
 
 async def verified_intercom_body(request: Request) -> bytes:
     """The raw body, once ``X-Hub-Signature`` is ``sha1=`` + HMAC-SHA1 of it with the client secret."""
-    secret = _secret(get_settings(request).intercom_client_secret)
+    secret = _secret(settings_of(request).intercom_client_secret)
     if secret is None:
         raise _not_configured("Intercom", "ESCALATION_INTERCOM_CLIENT_SECRET")
     body = await request.body()
