@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 
 import asyncpg
 from temporalio import activity
@@ -13,25 +11,9 @@ from temporalio.exceptions import ApplicationError
 from escalations.db.eventstore import register_policy
 from escalations.policies import PolicySource
 from schemas.activities import LoadedPolicy, PolicyRequest
-from schemas.policy import Policy, PolicyError
+from schemas.policy import Policy, PolicyError, policy_digest
 
-
-def policy_digest(policy: Policy) -> str:
-    document = policy.model_dump(mode="json")
-    # A policy without contracts keeps the digest its version was pinned with before the
-    # key existed; otherwise every version already in PostgreSQL would read as changed.
-    # The same for keys added later that it leaves unset: jira, action_links, slack_user_id.
-    if not document.get("contracts"):
-        document.pop("contracts", None)
-    for key in ("jira", "action_links"):
-        if document.get(key) is None:
-            document.pop(key, None)
-    for responder in [*document.get("levels", []), *document.get("departments", {}).values()]:
-        for contact in responder.get("contacts", []):
-            if contact.get("slack_user_id") is None:
-                contact.pop("slack_user_id", None)
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+__all__ = ["PolicyActivities", "policy_digest"]
 
 
 # Pinning asks PostgreSQL, but opening an escalation never waits for it: past this, the

@@ -7,6 +7,8 @@ pydantic data converter.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import zoneinfo
 from datetime import date, time, timedelta
@@ -632,6 +634,25 @@ class Policy(Strict):
             seen.add(responder_id)
             responder_id = self.departments[responder_id].escalates_to
         return self.level_ids.index(responder_id) - (1 if seen else 0)
+
+
+def policy_digest(policy: Policy) -> str:
+    """SHA-256 of the policy's canonical JSON: what pins a version, and what identifies its content."""
+    document = policy.model_dump(mode="json")
+    # A policy without contracts keeps the digest its version was pinned with before the
+    # key existed; otherwise every version already in PostgreSQL would read as changed.
+    # The same for keys added later that it leaves unset: jira, action_links, slack_user_id.
+    if not document.get("contracts"):
+        document.pop("contracts", None)
+    for key in ("jira", "action_links"):
+        if document.get(key) is None:
+            document.pop(key, None)
+    for responder in [*document.get("levels", []), *document.get("departments", {}).values()]:
+        for contact in responder.get("contacts", []):
+            if contact.get("slack_user_id") is None:
+                contact.pop("slack_user_id", None)
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")

@@ -67,6 +67,23 @@ async def test_delivery_results_only_move_forward(pg_pool):
                          "sent_at": T0 + timedelta(seconds=1), "last_error": None}
 
 
+async def test_a_lone_delivery_result_is_a_step_of_its_own(pg_pool):
+    # The step after most pages: one ledger update, no events, no intents (one statement, no BEGIN).
+    env, store = ActivityEnvironment(), StoreActivities(pg_pool)
+    _, assembled = opening("esc-1", "P-1", T0)
+    await env.run(store.project_events, step("esc-1", "P-1", assembled))
+    key = assembled.intents[0].key
+    sent = LedgerUpdate(key=key, status="sent", attempts=1, provider_response_id="r-1", at=T0 + timedelta(seconds=1))
+    for _ in range(2):  # the same step again (a retried activity) changes nothing
+        result = await env.run(store.project_events, step("esc-1", "P-1", events.Assembled([], []), [sent]))
+        assert (result.stored, result.already) == (0, 0)
+        row = await pg_pool.fetchrow("SELECT status, attempts, provider_response_id, sent_at, last_error "
+                                     "FROM notifications WHERE idempotency_key = $1", key)
+        assert dict(row) == {"status": "sent", "attempts": 1, "provider_response_id": "r-1",
+                             "sent_at": T0 + timedelta(seconds=1), "last_error": None}
+    assert await pg_pool.fetchval("SELECT count(*) FROM escalation_events") == 1
+
+
 async def test_a_conflicting_event_or_an_unknown_delivery_is_a_bug_and_never_retried(pg_pool):
     env, store = ActivityEnvironment(), StoreActivities(pg_pool)
     _, assembled = opening("esc-1", "P-1", T0)

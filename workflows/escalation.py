@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     import workflows.clocks as clk
     import workflows.events as events
     import workflows.operator_view as operator_view
+    import workflows.shared as shared
     import workflows.transitions as tr
     from schemas import keys
     from schemas.activities import (
@@ -122,9 +123,14 @@ class _Timer:
 class EscalationWorkflow:
     @workflow.init
     def __init__(self, input: EscalationRunInput) -> None:
-        self._request = EscalationRequest.model_validate(input.model_dump(exclude={"carried"}))
         carried = input.carried
+        # The SDK holds the input for the whole run: without the carried state (which the run
+        # replaces with every decision) it is the request alone, and the run uses it as that.
+        input.carried = None
+        self._request: EscalationRequest = input
         self._outbox = (carried.outbox if carried is not None and carried.outbox is not None else Outbox())
+        if carried is not None:
+            carried.policy = shared.policy(carried.policy)
         self._run: RunState | None = carried.model_copy(update={"outbox": None}) if carried else None
         self._history_first = False
         self._lock = asyncio.Lock()
@@ -221,7 +227,7 @@ class EscalationWorkflow:
         self._policy_digest = loaded.digest
         # The request's own start time, not the task's: the same on every replay.
         at = info.workflow_start_time
-        decision = self._opening(loaded.policy, at)
+        decision = self._opening(shared.policy(loaded.policy, loaded.digest), at)
         async with self._lock:
             await self._commit(decision, at)
 
@@ -235,6 +241,7 @@ class EscalationWorkflow:
             retry_policy=LOAD_RETRY,
             summary=f"load policy {request.policy or 'default'}",
         )
+        policy = shared.policy(policy)
         now = workflow.now()
         repeats = await workflow.execute_local_activity(
             keys.FIND_REPEATS,
@@ -443,12 +450,13 @@ class EscalationWorkflow:
                     keys.PIN_POLICY, request, result_type=LoadedPolicy,
                     start_to_close_timeout=timedelta(seconds=10), retry_policy=LOAD_RETRY, summary=summary,
                 )
-                policy = loaded.policy
+                policy = shared.policy(loaded.policy, loaded.digest)
             else:
                 policy = await workflow.execute_local_activity(
                     keys.LOAD_POLICY, request, result_type=Policy,
                     start_to_close_timeout=timedelta(seconds=10), retry_policy=LOAD_RETRY, summary=summary,
                 )
+                policy = shared.policy(policy)
             try:
                 decision = tr.apply_policy(self._state, command, policy)
             except tr.InvalidCommand as err:
@@ -756,13 +764,13 @@ class EscalationWorkflow:
                 and not self._projecting and not self._outbox)
 
     def _continue_as_new(self) -> None:
-        state = self._state.model_copy(deep=True)
+        state = tr.draft(self._state)
         state.view.counts.continued_as_new += 1
         if self._history_first or self._upgrade_requested:
             state.outbox = self._outbox.model_copy(deep=True) if self._outbox else None
         if self._timer is not None and not self._timer.task.done():
             self._timer.task.cancel()
         workflow.continue_as_new(
-            EscalationRunInput(**self._request.model_dump(), carried=state),
+            EscalationRunInput(**self._request.model_dump(exclude={"carried"}), carried=state),
             task_timeout=workflow.info().task_timeout,
         )
