@@ -102,15 +102,19 @@ async def test_repeats_do_not_depend_on_the_order_escalations_are_projected_in(p
     env, store = ActivityEnvironment(), StoreActivities(pg_pool)
     _, first = opening("esc-a", "P-1", T0)
     _, second = opening("esc-b", "P-2", T0 + timedelta(hours=1))  # same customer and issue
-    result = await env.run(store.project_events, step("esc-b", "P-2", second))
+    _, third = opening("esc-c", "P-3", T0 + timedelta(hours=2))
+    result = await env.run(store.project_events, step("esc-c", "P-3", third))
     assert result.repeat_count == 0
     await env.run(store.project_events, step("esc-a", "P-1", first))
+    # An opening between two projected ones changes its own row and the later one's.
+    result = await env.run(store.project_events, step("esc-b", "P-2", second))
+    assert (result.repeat_of, result.repeat_count) == ("esc-a", 1)
     rows = {r["escalation_id"]: (r["repeat_of"], r["repeat_count"])
             for r in await pg_pool.fetch("SELECT escalation_id, repeat_of, repeat_count FROM escalations")}
-    assert rows == {"esc-a": (None, 0), "esc-b": ("esc-a", 1)}
+    assert rows == {"esc-a": (None, 0), "esc-b": ("esc-a", 1), "esc-c": ("esc-b", 2)}
     live = await read_model(pg_pool)
     async with pg_pool.acquire() as conn:
-        assert await rebuild(conn) == 2
+        assert await rebuild(conn) == 3
     assert await read_model(pg_pool) == live
 
 

@@ -67,7 +67,10 @@ UPDATE notifications
  WHERE idempotency_key = $1
 RETURNING true"""
 
-# Every row of one fingerprint: the latest earlier escalation within its window, and how many.
+# The rows of these fingerprints opened at or after $2 (every row when NULL): the latest earlier
+# escalation within its window, and how many. A row's facts depend only on rows opened no later
+# than it, so an opening changes its own row and the (rare) rows opened after it, never the
+# earlier ones: recomputing all of them made each opening cost the square of the fingerprint's rows.
 _REPEATS = """
 UPDATE escalations e
    SET repeat_of = r.repeat_of, repeat_count = r.repeat_count
@@ -82,7 +85,8 @@ UPDATE escalations e
                    AND y.opened_at <= x.opened_at
                    AND y.opened_at >= x.opened_at - make_interval(secs => x.repeat_window_seconds)
                )::int AS repeat_count
-          FROM escalations x WHERE x.fingerprint = ANY($1::text[])) r
+          FROM escalations x
+         WHERE x.fingerprint = ANY($1::text[]) AND ($2::timestamptz IS NULL OR x.opened_at >= $2)) r
  WHERE e.escalation_id = r.escalation_id
    AND (e.repeat_of IS DISTINCT FROM r.repeat_of OR e.repeat_count <> r.repeat_count)"""
 
@@ -121,7 +125,7 @@ async def fold_into_read_model(conn: asyncpg.Connection, escalation_id: str, fre
         # concurrently must each see the other when their repeat facts are derived.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", row["fingerprint"])
         await save_row(conn, row)
-        await conn.execute(_REPEATS, [row["fingerprint"]])
+        await conn.execute(_REPEATS, [row["fingerprint"]], row["opened_at"])
     else:
         await save_row(conn, row)
 
@@ -134,14 +138,14 @@ async def refold(conn: asyncpg.Connection, escalation_id: str) -> None:
     row = fold_all(None, [event_from_record(r) for r in records])
     if row is not None:
         await save_row(conn, row)
-        await conn.execute(_REPEATS, [row["fingerprint"]])
+        await conn.execute(_REPEATS, [row["fingerprint"]], row["opened_at"])
 
 
 async def recompute_repeats(conn: asyncpg.Connection, fingerprints: list[str] | None = None) -> None:
     """Repeat facts of every row (or of these fingerprints), as the live projection keeps them."""
     if fingerprints is None:
         fingerprints = [r["fingerprint"] for r in await conn.fetch("SELECT DISTINCT fingerprint FROM escalations")]
-    await conn.execute(_REPEATS, fingerprints)
+    await conn.execute(_REPEATS, fingerprints, None)
 
 
 async def repeat_facts(conn: asyncpg.Connection, escalation_id: str) -> tuple[str | None, int]:
