@@ -123,10 +123,12 @@ def _lifecycle(doc: dict[str, Any]) -> list[str]:
 
 
 def _lateness(doc: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
-    lines = ["Lateness = time the auto-escalation was recorded (`escalation_events.recorded_at` of the "
-             "`escalated` event: start of the `record_events` transaction that also inserts the next "
-             "level's `notifications` row) minus the ack deadline stated in the `opened` event. Bare: the "
-             "second activity's `clock_timestamp()` minus its timer's deadline. Peer: the job's "
+    lines = ["Lateness = time the auto-escalation's page went out (the ledger's `sent_at` of the first "
+             "page the `escalated` event caused: the next level's on-call) minus the ack deadline stated in "
+             "the `opened` event. Since the fault-proof commit path (issue #14) the page and the projection "
+             "are separate activities after the decision; the page is the deadline's action, the projection "
+             "(`recorded_at`, judged before that change) is bookkeeping, shown below as *recorded*. "
+             "Bare: the second activity's `clock_timestamp()` minus its timer's deadline. Peer: the job's "
              "`clock_timestamp()` mark minus its `schedule_at`.", ""]
     rows = []
     for name, v in doc["results"].items():
@@ -169,7 +171,9 @@ def _lateness(doc: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
                      f"the first deadline); deadlines spread over {o.get('deadline_spread_seconds')} s; "
                      f"worker CPU while deadlines came due: ours {o.get('worker_cpu_seconds_during_deadlines')} s, "
                      f"bare {v['bare'].get('worker_cpu_seconds_during_deadlines')} s; "
-                     f"decided (`occurred_at`) p99 {_s(o['decided'].get('p99'))}.")
+                     f"decided (`occurred_at`) p99 {_s(o['decided'].get('p99'))}"
+                     + (f"; recorded (projected, `recorded_at`) p99 {_s(o['recorded'].get('p99'))}"
+                        if o.get("recorded") else "") + ".")
     return lines + extra + [""]
 
 
@@ -199,8 +203,13 @@ def _crash(doc: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
         rows.append([title, r.get("moved_before_kill"), r["once"], r["twice_or_more"], r["never"],
                      _s(r["lateness"].get("p50")), _s(r["lateness"].get("max")), _s(r.get("downtime_seconds")),
                      _f(r.get("failed_workflows", r.get("jobs_left_doing")))])
-    return lines + _table(["system", "moved before kill", "once", "twice+", "never", "late p50", "late max",
-                           "downtime", "failed runs / jobs stuck"], rows) + _peer_source(doc, peer)
+    lines += _table(["system", "moved before kill", "once", "twice+", "never", "late p50", "late max",
+                     "downtime", "failed runs / jobs stuck"], rows)
+    ours = doc["results"]["ours"]
+    if ours.get("decided"):
+        lines += [f"Ours: late = the move's first page sent (as in scenario 3); decided max "
+                  f"{_s(ours['decided'].get('max'))}, recorded (projected) max {_s(ours['recorded'].get('max'))}.", ""]
+    return lines + _peer_source(doc, peer)
 
 
 def _memory(doc: dict[str, Any]) -> list[str]:

@@ -4,7 +4,9 @@
 seconds; the worker is killed ``kill_after`` seconds after the first deadline and
 restarted ``downtime`` seconds later. Counted per escalation: moved once, twice,
 never (``escalated`` events from tier1; bare: second-activity rows; peer: job marks),
-and lateness against the deadline. Target: every one exactly once, none later
+and lateness against the deadline: ours is paged (the ledger's ``sent_at`` of the move's
+first page, as in scenario 3), with decided and recorded (projected) beside it; bare's is
+its second activity's insert. Target: every one exactly once, none later
 than the downtime plus 2 s.
 """
 
@@ -72,11 +74,19 @@ async def ours(ctx: Context, p: Plan) -> dict[str, Any]:
             "SELECT count(*) FROM escalation_events WHERE type = 'escalated'")
         await wait_until(lambda: _at_least(run, "SELECT count(*) FROM escalation_events WHERE type = 'escalated'", p.n),
                          timeout=p.settle)
+        await wait_until(lambda: _at_least(run, lateness.PAGED_SQL, p.n), timeout=p.settle)
         rows = await run.pool.fetch(
             """SELECT e.ticket_id, count(*) AS moves,
-                      min(extract(epoch FROM e.recorded_at - (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz))::float8 AS late
+                      min(extract(epoch FROM coalesce(pg.paged_at, e.recorded_at) - d.due))::float8 AS late,
+                      min(extract(epoch FROM e.recorded_at - d.due))::float8 AS recorded,
+                      min(extract(epoch FROM coalesce((e.payload->>'decided_at')::timestamptz, e.occurred_at)
+                                             - d.due))::float8 AS decided
                  FROM escalation_events e
                  JOIN escalation_events o ON o.escalation_id = e.escalation_id AND o.type = 'opened'
+                CROSS JOIN LATERAL (SELECT (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz AS due) d
+                CROSS JOIN LATERAL (SELECT min(n.sent_at) AS paged_at FROM notifications n
+                                     WHERE n.escalation_id = e.escalation_id AND n.seq = e.seq
+                                       AND n.status = 'sent' AND n.audience <> 'customer') pg
                 WHERE e.type = 'escalated' AND e.payload->>'from_level' = 'tier1'
                 GROUP BY e.ticket_id""")
         failed = await run.client.count_workflows(f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Failed"')
@@ -86,6 +96,9 @@ async def ours(ctx: Context, p: Plan) -> dict[str, Any]:
             "downtime_seconds": round(downtime, 2),
             **tally({r["ticket_id"]: r["moves"] for r in rows}, ids),
             "lateness": percentiles([r["late"] for r in rows]),
+            "lateness_measure": "paged (ledger sent_at of the move's first page)",
+            "decided": percentiles([r["decided"] for r in rows]),
+            "recorded": percentiles([r["recorded"] for r in rows]),
             "failed_workflows": failed.count,
             "deliveries_attempted_more_than_once": repeated,
         }

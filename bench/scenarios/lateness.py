@@ -7,7 +7,11 @@ of its ``escalated`` event, i.e. ``now()`` of the ``record_events`` transaction
 that stored the event and queued the next level's notification (the
 ``notifications`` row carries the same timestamp). Lateness = recorded - deadline.
 ``decided`` (the event's ``occurred_at``, the workflow task's time) is reported
-beside it. The bare baseline's lateness is the ``clock_timestamp()`` of its
+beside it. ``paged`` is the ledger's ``sent_at`` of the first page the move caused (the
+next level's on-call, log channel): when the deadline's action reached a person. Since
+the fault-proof commit path (issue #14) the page and the projection are separate
+activities after the decision, so the page is the action and the judged lateness; the
+projection's ``recorded`` lateness stays beside it (``recorded``). The bare baseline's lateness is the ``clock_timestamp()`` of its
 second activity's insert minus its timer's deadline.
 
 Deadlines: target times are spread evenly over the variant's window, starting
@@ -90,13 +94,25 @@ def learn_rate(ctx: Context, side: str, n: int, seconds: float) -> None:
 
 
 LATENESS_SQL = """
-SELECT extract(epoch FROM e.recorded_at - (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz)::float8 AS late,
-       extract(epoch FROM e.occurred_at - (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz)::float8 AS decided,
-       (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz AS deadline,
-       e.recorded_at AS done
+SELECT extract(epoch FROM coalesce(p.paged_at, e.recorded_at) - d.due)::float8 AS late,
+       extract(epoch FROM e.recorded_at - d.due)::float8 AS recorded,
+       extract(epoch FROM e.occurred_at - d.due)::float8 AS decided,
+       p.paged_at IS NULL AS unpaged,
+       d.due AS deadline,
+       coalesce(p.paged_at, e.recorded_at) AS done
   FROM escalation_events o
   JOIN escalation_events e ON e.escalation_id = o.escalation_id AND e.type = 'escalated'
+ CROSS JOIN LATERAL (SELECT (o.payload->'view'->'deadlines'->>'ack_due')::timestamptz AS due) d
+ CROSS JOIN LATERAL (SELECT min(n.sent_at) AS paged_at FROM notifications n
+                      WHERE n.escalation_id = e.escalation_id AND n.seq = e.seq AND n.status = 'sent'
+                        AND n.audience <> 'customer') p
  WHERE o.type = 'opened'"""
+
+# Moves whose page the ledger records as sent (the delivery's result is projected after the move).
+PAGED_SQL = """
+SELECT count(DISTINCT (n.escalation_id, n.seq)) FROM notifications n
+  JOIN escalation_events e ON e.escalation_id = n.escalation_id AND e.seq = n.seq AND e.type = 'escalated'
+ WHERE n.status = 'sent' AND n.audience <> 'customer'"""
 
 LAG_SQL = "SELECT extract(epoch FROM recorded_at - occurred_at)::float8 FROM escalation_events"
 
@@ -138,7 +154,8 @@ async def ours(ctx: Context, v: Variant, memory_marks: tuple[int, ...] = ()) -> 
         wait = (targets[-1] - utcnow()).total_seconds() + (60 if not ctx.quick else 20)
 
         async def moved() -> bool:
-            return await count(run, "SELECT count(*) FROM escalation_events WHERE type = 'escalated'") >= v.n
+            return (await count(run, "SELECT count(*) FROM escalation_events WHERE type = 'escalated'") >= v.n
+                    and await count(run, PAGED_SQL) >= v.n)
 
         all_moved = await wait_until(moved, timeout=max(wait, 30), interval=0.5)
         cpu_used = sum(worker_cpu(worker.pid)) - cpu_before
@@ -157,7 +174,10 @@ async def ours(ctx: Context, v: Variant, memory_marks: tuple[int, ...] = ()) -> 
             "starts_per_second": round(v.n / started_s, 1),
             "deadline_spread_seconds": round((max(deadlines) - min(deadlines)).total_seconds(), 2) if deadlines else None,
             "lateness": percentiles([r["late"] for r in rows]),
+            "lateness_measure": "paged (ledger sent_at of the move's first page)",
+            "recorded": percentiles([r["recorded"] for r in rows]),
             "decided": percentiles([r["decided"] for r in rows]),
+            "moves_without_a_sent_page": sum(1 for r in rows if r["unpaged"]),
             "worker_cpu_seconds_during_deadlines": round(cpu_used, 1),
             **per_move(cpu_used, deadlines, done),
             "worker_rss_idle": idle_rss,
