@@ -73,6 +73,7 @@ from bench.stack import BenchStack, Run, utcnow
 from escalations.db.eventstore import rebuild
 from escalations.db.pool import create_pool
 from escalations.repair import replays
+from escalations.settings import derive_webhook_secret
 from schemas.escalation import EscalationRequest, EscalationState
 from worker import build_replayer
 
@@ -237,7 +238,10 @@ class Receiver:
                 at = datetime.now(UTC)  # on arrival, before the body is read
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 key = self.headers.get("Idempotency-Key") or ""
-                signed = verify_signature(secret, dict(self.headers.items()), body)
+                # Each destination signs with its own key, derived from the master secret.
+                key_for_url = derive_webhook_secret(secret, receiver.url + self.path,
+                                                    customer=self.path.startswith("/customer"))
+                signed = verify_signature(key_for_url, dict(self.headers.items()), body)
                 with receiver._lock:
                     receiver.arrivals.append(Arrival(key, self.path, at, signed))
                 self.send_response(200)
