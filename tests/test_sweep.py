@@ -372,6 +372,16 @@ async def test_escalate_activity_is_idempotent_on_retry(client, task_queue, pg_p
         await pg_pool.execute("DELETE FROM ticket_escalations WHERE ticket_id = $1", lone)
         other = EscalateBatch(sweep_id=f"other-{tag}/run", policy="sweep-test", matches=[match(tickets[0])])
         await state_of(client, lone)
+
+        async def projected() -> None:
+            # Its opening and its pages' results are in PostgreSQL: no later projection step
+            # re-creates the row deleted below.
+            row = await pg_pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE n.status NOT IN ('sent', 'failed')) AS unsettled, count(n.*) AS pages "
+                "FROM escalations e LEFT JOIN notifications n USING (escalation_id) WHERE e.ticket_id = $1", lone)
+            assert row["pages"] > 0 and row["unsettled"] == 0, dict(row)
+
+        await eventually(projected)
         await pg_pool.execute("DELETE FROM escalations WHERE ticket_id = $1", lone)
         guarded = await env.run(activities.escalate_tickets, other)
         assert not guarded.outcomes[0].started and guarded.outcomes[0].skipped == "already_running"
