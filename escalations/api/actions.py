@@ -67,8 +67,8 @@ NOTE_FIELD = "text"
 
 
 def _responders(request: Request) -> Responders:
-    return Responders(request.app.state.client, request.app.state.pool, request.app.state.policies,
-                      timeouts_of(request))
+    state = request.app.state
+    return Responders(state.client, state.pool, state.policies, timeouts_of(request))
 
 
 def _token(request: Request, action: str, token: str) -> ActionToken:

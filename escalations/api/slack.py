@@ -104,8 +104,8 @@ async def slack_interactions(request: Request) -> SlackAccepted:
     if not settings.action_keys:
         raise ProblemError(503, "action links are not configured: set ESCALATION_ACTION_KEY", slug="links-off")
     token, user_id, response_url = press
-    responders = Responders(request.app.state.client, request.app.state.pool, request.app.state.policies,
-                      timeouts_of(request))
+    app_state = request.app.state
+    responders = Responders(app_state.client, app_state.pool, app_state.policies, timeouts_of(request))
     task = asyncio.create_task(_act(request.app, responders, token, user_id, response_url),
                                name=f"slack-press-{user_id}")
     background: set[asyncio.Task[None]] = request.app.state.background
