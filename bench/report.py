@@ -171,7 +171,8 @@ def _lateness(doc: dict[str, Any], peer: dict[str, Any] | None) -> list[str]:
                      f"the first deadline); deadlines spread over {o.get('deadline_spread_seconds')} s; "
                      f"worker CPU while deadlines came due: ours {o.get('worker_cpu_seconds_during_deadlines')} s, "
                      f"bare {v['bare'].get('worker_cpu_seconds_during_deadlines')} s; "
-                     f"decided (`occurred_at`) p99 {_s(o['decided'].get('p99'))}"
+                     + (f"decided (`payload.decided_at`) p99 {_s(o['decided'].get('p99'))}" if o["decided"].get("max")
+                        else "decided: not in this run's results (it read `occurred_at`, the deadline itself)")
                      + (f"; recorded (projected, `recorded_at`) p99 {_s(o['recorded'].get('p99'))}"
                         if o.get("recorded") else "") + ".")
     return lines + extra + [""]

@@ -6,7 +6,8 @@ of its entry level as the workflow stated it in the ``opened`` event
 of its ``escalated`` event, i.e. ``now()`` of the ``record_events`` transaction
 that stored the event and queued the next level's notification (the
 ``notifications`` row carries the same timestamp). Lateness = recorded - deadline.
-``decided`` (the event's ``occurred_at``, the workflow task's time) is reported
+``decided`` (the event's ``payload.decided_at``, the deciding workflow task's time, or
+its ``occurred_at`` when it was decided in a task that started at the deadline) is reported
 beside it. ``paged`` is the ledger's ``sent_at`` of the first page the move caused (the
 next level's on-call, log channel): when the deadline's action reached a person. Since
 the fault-proof commit path (issue #14) the page and the projection are separate
@@ -96,7 +97,7 @@ def learn_rate(ctx: Context, side: str, n: int, seconds: float) -> None:
 LATENESS_SQL = """
 SELECT extract(epoch FROM coalesce(p.paged_at, e.recorded_at) - d.due)::float8 AS late,
        extract(epoch FROM e.recorded_at - d.due)::float8 AS recorded,
-       extract(epoch FROM e.occurred_at - d.due)::float8 AS decided,
+       extract(epoch FROM coalesce((e.payload->>'decided_at')::timestamptz, e.occurred_at) - d.due)::float8 AS decided,
        p.paged_at IS NULL AS unpaged,
        d.due AS deadline,
        coalesce(p.paged_at, e.recorded_at) AS done
