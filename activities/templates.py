@@ -75,6 +75,22 @@ class Link:
 
 Block = str | Bullets | Link
 
+
+def add_block_texts(blocks: Sequence[Block], texts: list[str], kept: set[int]) -> None:
+    """Append the blocks' texts to ``texts`` in order; note in ``kept`` where ``Kept`` lines land.
+
+    For channels that shorten a message text by text (Teams, Jira) and must not cut a kept line.
+    """
+    for block in blocks:
+        if isinstance(block, Bullets):
+            texts.extend(block.items)
+        elif isinstance(block, Link):
+            texts.append(block.label)
+        else:
+            if isinstance(block, Kept):
+                kept.add(len(texts))
+            texts.append(block)
+
 SAFE_SCHEMES = frozenset({"https", "mailto"})
 
 

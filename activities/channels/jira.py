@@ -48,9 +48,9 @@ from activities.channels import (
 )
 from activities.templates import (
     Bullets,
-    Kept,
     Link,
     Rendered,
+    add_block_texts,
     fit,
     handoff_sections,
     jira_labels,
@@ -132,15 +132,7 @@ MAX_DOCUMENT_CHARS = 32_767
 def _message_texts(message: Rendered) -> tuple[list[str], set[int]]:
     """The message's texts in document order, and which are deadline or reason lines."""
     texts, kept = [message.subject], {0}
-    for block in message.blocks:
-        if isinstance(block, Bullets):
-            texts.extend(block.items)
-        elif isinstance(block, Link):
-            texts.append(block.label)
-        else:
-            if isinstance(block, Kept):
-                kept.add(len(texts))
-            texts.append(block)
+    add_block_texts(message.blocks, texts, kept)
     if message.link is not None:
         texts.append(message.link.label)
     return texts, kept

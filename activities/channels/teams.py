@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from activities.channels import Delivery, SendResult, encode, prepared, send_chat
-from activities.templates import Bullets, Kept, Link, Rendered, fit
+from activities.templates import Bullets, Link, Rendered, add_block_texts, fit
 from escalations.settings import NotificationSettings
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -59,15 +59,7 @@ def _texts(message: Rendered) -> tuple[list[str], set[int]]:
     """Every text of the card in order, and which are deadline or reason lines."""
     texts = [message.headline, message.subject]
     kept: set[int] = set()
-    for block in message.blocks:
-        if isinstance(block, Bullets):
-            texts.extend(block.items)
-        elif isinstance(block, Link):
-            texts.append(block.label)
-        else:
-            if isinstance(block, Kept):
-                kept.add(len(texts))
-            texts.append(block)
+    add_block_texts(message.blocks, texts, kept)
     texts.extend(value for _, value in message.facts)
     texts.append(message.footer)
     return texts, kept
