@@ -24,14 +24,16 @@ import asyncpg
 from schemas.escalation import EscalationState
 from schemas.runs import EscalationRun
 
-_LATEST = """
+# A read-model row with its delivery counts, as the state of an escalation shows them.
+_WITH_COUNTS = """
 SELECT e.*,
        (SELECT count(*) FROM notifications n
          WHERE n.escalation_id = e.escalation_id AND n.status = 'sent')   AS notifications_sent,
        (SELECT count(*) FROM notifications n
          WHERE n.escalation_id = e.escalation_id AND n.status = 'failed') AS notifications_failed
   FROM escalations e
- WHERE e.ticket_id = $1
+"""
+_LATEST = _WITH_COUNTS + """ WHERE e.ticket_id = $1
  ORDER BY e.opened_at DESC, e.escalation_id DESC
  LIMIT 1
 """
@@ -123,15 +125,7 @@ async def open_escalation_counts(pool: asyncpg.Pool, timeout: float | None = Non
     return await pool.fetch(_OPEN_COUNTS, timeout=timeout)
 
 
-_WITH_COUNTS = """
-SELECT e.*,
-       (SELECT count(*) FROM notifications n
-         WHERE n.escalation_id = e.escalation_id AND n.status = 'sent')   AS notifications_sent,
-       (SELECT count(*) FROM notifications n
-         WHERE n.escalation_id = e.escalation_id AND n.status = 'failed') AS notifications_failed
-  FROM escalations e
- WHERE e.escalation_id = $1
-"""
+_BY_ID = _WITH_COUNTS + " WHERE e.escalation_id = $1\n"
 
 _HISTORY = """
 SELECT escalation_id, ticket_id, workflow_id, status, priority, kind, category, level, owner, highest_level,
@@ -145,7 +139,7 @@ SELECT escalation_id, ticket_id, workflow_id, status, priority, kind, category, 
 
 async def escalation_by_id(conn: asyncpg.Connection, escalation_id: str) -> EscalationState | None:
     """One escalation (any of a ticket's, not only its latest) from the read model, or None."""
-    row = await conn.fetchrow(_WITH_COUNTS, escalation_id)
+    row = await conn.fetchrow(_BY_ID, escalation_id)
     if row is None:
         return None
     return state_from_row(row, notifications_sent=row["notifications_sent"],
