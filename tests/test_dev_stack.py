@@ -22,11 +22,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from escalations.devstack.postgres import fallback_cluster_dir, free_port
+from escalations.devstack.postgres import fallback_cluster_dir
 from escalations.temporal import connect
 from schemas.escalation import AcknowledgeCommand, EscalationState
 from tests.helpers.codec import codec_of, history_dump, readable
-from tests.helpers.devstack import children_alive, start_dev, state_home, stop, wait_for_stack
+from tests.helpers.devstack import children_alive, free_ports, start_dev, state_home, stop, wait_for_stack
 from tests.helpers.escalations import current_state, start_escalation
 from tests.helpers.polling import eventually
 from tests.helpers.requests import blog_request
@@ -90,7 +90,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_dev_stack_runs_stops_and_resumes(tmp_path, data_dir):
-    ports = {"temporal": free_port(), "ui": free_port(), "api": free_port()}
+    ports = free_ports()
     log = tmp_path / "dev.log"
     dev = start_dev(data_dir, ports, log)
     try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ from typing import TypeVar
 import asyncpg
 import httpx
 
-from escalations.devstack.postgres import fallback_cluster_dir, free_port
+from escalations.devstack.postgres import fallback_cluster_dir
 from tests.helpers.paths import ROOT
 from tests.helpers.polling import eventually
 
@@ -72,7 +74,27 @@ def children_alive(data_dir: Path) -> list[str]:
 
 
 def free_ports() -> dict[str, int]:
-    return {"temporal": free_port(), "ui": free_port(), "api": free_port()}
+    """Three ports for a dev stack, below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` comes from the range it also gives outgoing
+    connections, so by the time ``escalations dev`` binds it another test's client socket may hold
+    it ("Address already in use" in a full run). Ports below that range are taken only by listeners.
+    """
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = random.randrange(20_000, 32_000)
+        if port not in ports and _listenable(port):
+            ports.append(port)
+    return dict(zip(("temporal", "ui", "api"), ports, strict=True))
+
+
+def _listenable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_own_stack(data_dir: Path, process: subprocess.Popen, log: Path, timeout: float = 60) -> dict:
